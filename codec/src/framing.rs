@@ -1,0 +1,1 @@
+//! TCP length framing (being written).
