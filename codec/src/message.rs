@@ -463,8 +463,10 @@ fn check_content(def: &FieldDef, wire: &[u8], units: usize) -> Result<(), FieldE
         }
         Encoding::Bcd => {
             let (digits, packed) = match def.class {
-                ContentClass::XN => match wire.split_first() {
-                    Some((&sign, rest)) if chars::is_sign(sign) => (units - 1, rest),
+                // A prefix of 0 still leaves the sign byte on the wire (wire_len(0) is 1): no
+                // sign counted means no valid value, not an underflow.
+                ContentClass::XN => match (wire.split_first(), units.checked_sub(1)) {
+                    (Some((&sign, rest)), Some(digits)) if chars::is_sign(sign) => (digits, rest),
                     _ => return bad,
                 },
                 _ => (units, wire),

@@ -3,7 +3,7 @@
 //! A [`Spec`] says how the MTI and bitmaps are written and, for every data element 2..=192, how
 //! its value is encoded: its content class (ISO 8583:1987 `n`, `a`, `an`, `ans`, `b`, `z`,
 //! `x+n`), the bytes that carry it, and its length rule (fixed, or an LL/LLL/LLLL prefix).
-//! Specs are data: the three built-in layouts live in [`crate::builtin`], custom ones are read
+//! Specs are data: the three built-in layouts live in [`mod@crate::builtin`], custom ones are read
 //! from JSON ([`Spec::from_json`]) or imported from a jPOS GenericPackager XML file
 //! ([`crate::jpos`]).
 
@@ -232,7 +232,7 @@ impl FieldDef {
     pub(crate) fn units_from_prefix(&self, n: usize) -> Option<usize> {
         match (self.prefix_counts, self.encoding, self.class) {
             (LengthUnit::Value, _, _) => Some(n),
-            (LengthUnit::Wire, Encoding::Hex, _) => (n % 2 == 0).then_some(n / 2),
+            (LengthUnit::Wire, Encoding::Hex, _) => n.is_multiple_of(2).then_some(n / 2),
             // BCD counted in bytes: every digit the bytes can hold (no pad nibble expressible).
             (LengthUnit::Wire, Encoding::Bcd, ContentClass::XN) => {
                 (n >= 1).then(|| 1 + (n - 1) * 2)

@@ -1,1 +1,102 @@
-//! placeholder
+//! Authorization decisions for the ISO 8583 switch: plain data in, decisions out.
+//!
+//! This crate contains no networking code, no threads, no clock and no locks. The `switch`
+//! crate decodes messages (answering format errors, 30, itself), builds a typed
+//! [`Request`], hands it to a [`Shard`] together with the current time ([`Now`]), and sends
+//! back the [`Response`] that comes out; time is always an argument, so every rule of
+//! PROTOCOL.md section 2 is testable without a socket (see [`sim`] with the `sim` feature).
+//!
+//! # Shards: K, A and O
+//!
+//! State is partitioned over N shards by a stable hash ([`placement`]); each shard thread
+//! owns one [`Shard`], the single writer of its partition of three kinds of state:
+//!
+//! - **K, transactions** ([`placement::shard_for_transaction`] of DE 41, 11, 7): idempotency
+//!   records, hold and purchase records, late-original markers. A request is always
+//!   delivered first to its K, [`Request::home_shard`]: for 0100/0200/08xx its own
+//!   (41, 11, 7); for 0220 and 0400/0420 (and repeats) the original's (41 + DE 90's STAN and
+//!   date-time, or its own 41 + 11 + 7 without DE 90). So an original, its reversal and its
+//!   completion meet on one shard, and the marker a reversal leaves for an unknown original
+//!   sits where the original will arrive. Idempotency keys (MTI without repeat digit, 41,
+//!   11, 7) are stored on that K too.
+//! - **A, accounts** ([`placement::shard_for_pan`]): balance, open holds, the day's debits.
+//! - **O, orders** ([`placement::shard_for_order`] of DE 42, DE 48): open, paid (with the
+//!   payment holding it) or cancelled.
+//!
+//! # Cross-shard protocol
+//!
+//! Steps on other shards are messages ([`PeerMsg`]) the caller carries between shard
+//! threads ([`Output::ToShard`] -> [`Shard::handle_peer`]); a message a shard addresses to
+//! itself is handled inside the same call by the same code, so K == A == O (and N = 1)
+//! runs the identical protocol.
+//!
+//! - **Hold / purchase**: K checks idempotency, 12, the late-original marker (05) and Luhn
+//!   (14), marks the key and the identity pending, and sends `Authorize` to A. A checks the
+//!   card (14, BIN table, 41/43/05, 54, 57) and the amount (13). Without DE 48 it goes on to
+//!   funds (51) and the daily limit (61); with DE 48 it first sends `Reserve` to O, which
+//!   checks the order (25, 13, 94) and, if payable, marks it paid by this payment at once;
+//!   A then checks funds and limit, and on a decline sends `Release` to O. A applies the
+//!   debit or hold and sends `Decided` to K, which records the transaction, stores the
+//!   answer under the key (with a new approval code if approved) and emits the replies.
+//! - **Balance inquiry**: K (idempotency only, nothing stored) -> A, which answers directly
+//!   with DE 54.
+//! - **Completion / reversal**: decided entirely on K against the original's record, which
+//!   changes state there at once (exactly-once lives on one shard); K sends `Apply` to A
+//!   (and for a reversal of an order payment, `Release` to O) and answers only when they
+//!   acknowledge, so a reply never precedes the change it reports.
+//! - **Pending keys**: while a decision is in flight, a retransmission with the same content
+//!   is parked and answered with the same response when it lands (with other content: 94 at
+//!   once, nothing changed); completions and reversals of an original still in flight wait
+//!   on its record and run when it is decided.
+//! - Two payments of one order: O serializes them; the first reservation wins and the other
+//!   answers 94, whichever A decides first.
+//!
+//! Replies can come from any shard (balance inquiries from A); `token` tells the switch
+//! which connection and request.
+//!
+//! # Limitations (v1)
+//!
+//! - A retransmission whose DE 90 differs from the first transmission's is routed to another
+//!   K and is not recognised as a retransmission there.
+//! - 0100 and 0200 sharing one (41, 11, 7): the second is refused 94, since a reversal could
+//!   not tell which one it undoes.
+//! - Open holds never expire (a hold's record is kept until it is completed or reversed);
+//!   decided records, answered keys and markers are kept for the idempotency window
+//!   (default 24 h, [`EngineConfig::idempotency_window_secs`]), then may be purged
+//!   ([`Shard::purge_expired`]); a reversal arriving later answers 25.
+//! - Completions count towards the daily limit but are not declined by it (the hold they
+//!   replace was already checked), and must be in the hold's currency (57).
+//! - The daily total tracks the latest UTC day only: a reversal the day after gives nothing
+//!   back to the new day.
+//! - Durability across restarts is the switch's: the engine is deterministic, so replaying
+//!   its journaled inputs (with their `Now`) rebuilds the same state and approval codes.
+//! - Partial reversals (DE 95) are not supported.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bins;
+pub mod currency;
+pub mod data;
+pub mod demo;
+pub mod engine;
+pub mod kind;
+pub mod luhn;
+pub mod message;
+pub mod pan;
+pub mod placement;
+mod rng;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+pub mod time;
+
+pub use bins::{BinAction, BinTable};
+pub use data::{Account, CardStatus, Order, OrderStatus};
+pub use engine::{build_shards, EngineConfig, Output, PeerMsg, Shard};
+pub use kind::TxnKind;
+pub use message::{
+    AdditionalAmounts, ApprovalCode, IdemKey, MerchantId, Mti, OriginalData, ProcessingCode,
+    Request, Response, ResponseCode, TerminalId, TxnId,
+};
+pub use pan::Pan;
+pub use time::{Now, Yymm};

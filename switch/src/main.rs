@@ -1,1 +1,187 @@
-fn main() {}
+//! `switch`: serve ISO 8583 (the default), write demo data, or check a running switch's health.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use switch::config::{Config, Durability};
+
+#[derive(Parser, Debug)]
+#[command(name = "switch", version, about = "High-throughput ISO 8583 payment switch")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve ISO 8583 (the default when no subcommand is given).
+    Serve(ServeArgs),
+    /// Write a demo accounts.csv and orders.csv.
+    DemoData {
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Number of cards.
+        #[arg(long, default_value_t = 1000)]
+        accounts: usize,
+        /// Number of merchant orders.
+        #[arg(long, default_value_t = 1000)]
+        orders: usize,
+        /// Seed: the same seed writes the same files.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Exit 0 when the switch whose admin endpoint is ADDR answers 200 on /readyz.
+    Healthcheck {
+        #[arg(long, default_value = "127.0.0.1:9583")]
+        admin: String,
+    },
+}
+
+/// Flags of `switch serve`; each also reads `SWITCH_<FLAG>` and overrides the config file.
+#[derive(Args, Debug, Default)]
+struct ServeArgs {
+    /// TOML configuration file (flags and SWITCH_* variables override it).
+    #[arg(long, env = "SWITCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// ISO 8583 listen address [default: 127.0.0.1:8583].
+    #[arg(long, env = "SWITCH_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Admin HTTP listen address for /metrics, /healthz, /readyz [default: 127.0.0.1:9583].
+    #[arg(long, env = "SWITCH_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// State directory with accounts.csv and orders.csv [default: ./data].
+    #[arg(long, env = "SWITCH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Message layout: iso87-binary, iso87-ascii, iso87-bcd, or a JSON / jPOS XML spec file.
+    #[arg(long, env = "SWITCH_SPEC")]
+    spec: Option<String>,
+    /// TCP length header: len2, len4, ascii4, bcd2 [default: len2].
+    #[arg(long, env = "SWITCH_FRAMING")]
+    framing: Option<String>,
+    /// Largest frame in bytes [default: 8192].
+    #[arg(long, env = "SWITCH_MAX_FRAME")]
+    max_frame: Option<usize>,
+    /// Authorization shard threads [default: one per core].
+    #[arg(long, env = "SWITCH_SHARDS")]
+    shards: Option<usize>,
+    /// fsync: answer only once the decision is on disk; none: faster, may lose data on a crash.
+    #[arg(long, env = "SWITCH_DURABILITY", value_enum)]
+    durability: Option<Durability>,
+    /// Requests in flight per connection before reading pauses [default: 1024].
+    #[arg(long, env = "SWITCH_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
+    /// Maximum connections served at once [default: 10000].
+    #[arg(long, env = "SWITCH_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds of silence before a connection is closed, 0 for never [default: 300].
+    #[arg(long, env = "SWITCH_IDLE_TIMEOUT")]
+    idle_timeout: Option<u64>,
+    /// Seconds the drain may take after SIGTERM [default: 15].
+    #[arg(long, env = "SWITCH_GRACE_PERIOD")]
+    grace_period: Option<u64>,
+    /// Log filter, e.g. info or switch=debug [default: info].
+    #[arg(long, env = "SWITCH_LOG")]
+    log: Option<String>,
+}
+
+impl ServeArgs {
+    /// Defaults, then the file, then flags and environment (clap gives flags precedence over
+    /// the environment).
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($field:ident => $target:ident),* $(,)?) => {
+                $( if let Some(v) = self.$field { c.$target = v; } )*
+            };
+        }
+        set!(
+            listen => listen,
+            admin_listen => admin_listen,
+            data_dir => data_dir,
+            spec => spec,
+            framing => framing,
+            max_frame => max_frame,
+            shards => shards,
+            durability => durability,
+            max_in_flight => max_in_flight,
+            max_connections => max_connections,
+            idle_timeout => idle_timeout_secs,
+            grace_period => grace_period_secs,
+            log => log,
+        );
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(args)) => serve(args),
+        Some(Command::DemoData {
+            out,
+            accounts,
+            orders,
+            seed,
+        }) => switch::store::write_demo_data(&out, accounts, orders, seed)
+            .map(|()| eprintln!("wrote {}/accounts.csv and {}/orders.csv", out.display(), out.display())),
+        Some(Command::Healthcheck { admin }) => healthcheck(&admin),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("switch: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("switch-io")
+        .build()?)
+}
+
+fn healthcheck(admin: &str) -> anyhow::Result<()> {
+    if runtime()?.block_on(switch::admin::check_ready(admin))? {
+        Ok(())
+    } else {
+        anyhow::bail!("{admin}: /readyz did not answer 200")
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .map_err(|e| anyhow::anyhow!("log: {e}"))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    runtime()?.block_on(async move {
+        let running = switch::start(config).await?;
+        wait_for_signal().await?;
+        tracing::info!("draining: /readyz now 503, answering what is in flight");
+        running.shutdown().await;
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,695 @@
+//! The shard state machine: one [`Shard`] per shard thread, single writer of its partition of
+//! transaction records, accounts and orders (see the crate docs for the K/A/O design).
+//!
+//! Sans-I/O in the style of `quinn-proto`: the caller feeds inputs
+//! ([`Shard::handle_request`], [`Shard::handle_peer`]) with the current time, and collects
+//! [`Output`]s: replies to send back on a connection, and [`PeerMsg`]s to deliver to other
+//! shards. A message a shard would send to itself is handled before the call returns, by the
+//! same code as a remote one, so a one-shard switch runs exactly the same protocol.
+
+mod account;
+mod home;
+mod order;
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+
+use crate::bins::BinTable;
+use crate::data::{Account, CardStatus, Order, OrderStatus};
+use crate::message::{
+    ApprovalCode, IdemKey, MerchantId, ProcessingCode, Request, Response, ResponseCode, TxnId,
+};
+use crate::pan::Pan;
+use crate::placement;
+use crate::time::{Now, Yymm};
+
+/// Engine settings shared by all shards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// How long an answered request is remembered under its idempotency key, and a
+    /// late-original marker kept, in seconds. PROTOCOL.md requires at least 24 h, the default.
+    pub idempotency_window_secs: u64,
+    /// What to do by BIN; the default serves every card.
+    pub bins: BinTable,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { idempotency_window_secs: 24 * 60 * 60, bins: BinTable::default() }
+    }
+}
+
+/// An invalid [`EngineConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A zero window would make retransmissions apply twice.
+    #[error("idempotency_window_secs must be greater than zero")]
+    ZeroWindow,
+}
+
+impl EngineConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.idempotency_window_secs == 0 {
+            return Err(ConfigError::ZeroWindow);
+        }
+        Ok(())
+    }
+}
+
+/// Something the caller must do after handing the shard an input.
+#[derive(Debug)]
+pub enum Output {
+    /// Answer the request the switch tagged with `token`. May come from any shard (balance
+    /// inquiries are answered by the account's shard), and several replies may share a token
+    /// only if the caller reused one.
+    Reply {
+        /// The caller's tag for the request.
+        token: u64,
+        /// The answer.
+        response: Response,
+    },
+    /// Deliver `msg` to shard `shard` through [`Shard::handle_peer`].
+    ToShard {
+        /// Destination shard index.
+        shard: usize,
+        /// Opaque message.
+        msg: PeerMsg,
+    },
+}
+
+/// A message between shards. Opaque: the caller only carries it to the named shard. Plain
+/// data (`Send`), card numbers masked in `Debug`.
+#[derive(Debug)]
+pub struct PeerMsg(Msg);
+
+impl PeerMsg {
+    /// A short name of the message kind, for metrics and traces.
+    pub fn kind(&self) -> &'static str {
+        match &self.0 {
+            Msg::Forward { .. } => "forward",
+            Msg::Authorize(_) => "authorize",
+            Msg::Reserve(_) => "reserve",
+            Msg::Reserved { .. } => "reserved",
+            Msg::Decided { .. } => "decided",
+            Msg::Apply { .. } => "apply",
+            Msg::Release { .. } => "release",
+            Msg::Applied { .. } => "applied",
+        }
+    }
+}
+
+/// The cross-shard protocol (crate docs, "Cross-shard protocol").
+#[derive(Debug)]
+enum Msg {
+    /// A request delivered to a shard that is not its home: handled as if it arrived there.
+    Forward { token: u64, req: Box<Request> },
+    /// K -> A: card checks, then funds and limit (or order reservation first).
+    Authorize(Box<AuthCtx>),
+    /// A -> O: reserve the order for this payment.
+    Reserve(Box<AuthCtx>),
+    /// O -> A: the reservation's outcome.
+    Reserved { ctx: Box<AuthCtx>, result: Result<(), ResponseCode> },
+    /// A -> K: the decision on a hold or purchase; `day` is the UTC day it was counted in.
+    Decided { key: IdemKey, txn: TxnId, code: ResponseCode, day: i64 },
+    /// K -> A: apply a decided completion or reversal to the account.
+    Apply { home: usize, key: IdemKey, pan: Pan, effect: Effect },
+    /// A or K -> O: reopen the order if `by` holds it; acknowledge to K when asked.
+    Release { order: Box<OrderKey>, by: TxnId, ack: Option<(usize, IdemKey)> },
+    /// A or O -> K: an `Apply` or acknowledged `Release` is done.
+    Applied { key: IdemKey },
+}
+
+/// What a hold, purchase or balance inquiry carries from K to A (and O).
+#[derive(Debug)]
+struct AuthCtx {
+    /// K, where the decision goes.
+    home: usize,
+    /// The connection's tag (replied to directly only for balance inquiries).
+    token: u64,
+    key: IdemKey,
+    txn: TxnId,
+    kind: AuthKind,
+    pan: Pan,
+    amount: i64,
+    currency: Option<u16>,
+    expiry: Option<Yymm>,
+    /// DE 3 digits 3-4, for DE 54.
+    account_type: [u8; 2],
+    order: Option<OrderKey>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AuthKind {
+    Inquiry,
+    Hold,
+    Purchase,
+}
+
+/// A decided change to an account, applied by A on K's word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    /// Reversal of an open hold: release it; give back `amount` of day `day`.
+    ReleaseHold { amount: i64, day: i64 },
+    /// Reversal of a purchase or completed hold: credit `amount` counted on day `day`.
+    Credit { amount: i64, day: i64 },
+    /// Completion: debit `amount` (day `day`) and release the whole hold `held` (day
+    /// `hold_day`), so the completion replaces the hold towards the daily limit.
+    Complete { held: i64, hold_day: i64, amount: i64, day: i64 },
+}
+
+/// An order's identity: DE 42 (trimmed) and DE 48.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct OrderKey {
+    merchant: MerchantId,
+    order_id: String,
+}
+
+impl OrderKey {
+    fn shard(&self, shard_count: usize) -> usize {
+        placement::shard_for_order(self.merchant.as_bytes(), self.order_id.as_bytes(), shard_count)
+    }
+}
+
+// ===== K-side state =====
+
+/// What makes two requests with one key "the same" (PROTOCOL.md: fields 2, 3, 4, 49).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Fingerprint {
+    pan: Option<Pan>,
+    processing_code: Option<ProcessingCode>,
+    amount: Option<u64>,
+    currency: Option<u16>,
+}
+
+impl Fingerprint {
+    fn of(req: &Request) -> Self {
+        Self {
+            pan: req.pan,
+            processing_code: req.processing_code,
+            amount: req.amount,
+            currency: req.currency,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum IdemEntry {
+    /// The decision is in flight; retransmissions wait in `waiters`.
+    Pending(PendingReply),
+    /// Answered; replayed until `expires` (Unix seconds).
+    Done { fp: Fingerprint, response: Response, expires: i64 },
+}
+
+impl IdemEntry {
+    fn fingerprint(&self) -> &Fingerprint {
+        match self {
+            Self::Pending(p) => &p.fp,
+            Self::Done { fp, .. } => fp,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PendingReply {
+    fp: Fingerprint,
+    /// Tokens to answer when the decision lands: the request and parked retransmissions.
+    waiters: Vec<u64>,
+    /// Acknowledgements still expected (completions and reversals).
+    awaiting: u8,
+    /// The answer, when it is known before the acknowledgements arrive.
+    response: Option<Response>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PayKind {
+    Hold,
+    Purchase,
+}
+
+#[derive(Debug)]
+enum TxnSlot {
+    /// A reversal came for this identity before any original: the original, arriving within
+    /// the window, is declined 05.
+    Marker { expires: i64 },
+    /// The original's decision is in flight; completions and reversals of it wait here.
+    Pending(Box<PendingTxn>),
+    /// The original was decided.
+    Record(TxnRecord),
+}
+
+#[derive(Debug)]
+struct PendingTxn {
+    key: IdemKey,
+    kind: PayKind,
+    pan: Pan,
+    amount: i64,
+    currency: Option<u16>,
+    order: Option<OrderKey>,
+    queued: Vec<(u64, Request)>,
+}
+
+#[derive(Debug)]
+struct TxnRecord {
+    kind: PayKind,
+    pan: Option<Pan>,
+    currency: Option<u16>,
+    amount: i64,
+    state: TxnState,
+    /// The order this payment holds, until it is reversed.
+    order: Option<OrderKey>,
+    /// Unix seconds of the last change; the record is kept for the window after it.
+    since: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TxnState {
+    Declined,
+    /// Approved on UTC day `day` (an open hold, or a purchase).
+    Approved { day: i64 },
+    /// A hold completed for `amount` on day `day`.
+    Completed { amount: i64, day: i64 },
+    Reversed,
+}
+
+// ===== A-side and O-side state =====
+
+#[derive(Clone, Debug)]
+struct AccountState {
+    expiry: Yymm,
+    status: CardStatus,
+    currency: u16,
+    balance: i64,
+    held: i64,
+    daily_limit: i64,
+    /// The UTC day `day_total` counts (only the latest day matters for the limit).
+    day: i64,
+    day_total: i64,
+}
+
+#[derive(Clone, Debug)]
+struct OrderState {
+    amount: i64,
+    currency: u16,
+    status: OrderStatus,
+    /// The payment holding a paid order (`None` for orders paid before load).
+    paid_by: Option<TxnId>,
+}
+
+// ===== public views =====
+
+/// A read-only view of an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccountView {
+    /// Card status.
+    pub status: CardStatus,
+    /// Card expiry.
+    pub expiry: Yymm,
+    /// Account currency.
+    pub currency: u16,
+    /// Ledger balance, minor units (open holds included).
+    pub balance: i64,
+    /// Sum of open holds, minor units.
+    pub held: i64,
+    /// `balance - held`: what a purchase or hold may use, and what DE 54 reports.
+    pub available: i64,
+    /// Daily limit, minor units.
+    pub daily_limit: i64,
+    /// Approved debits counted on the UTC day of the `now` asked about.
+    pub day_total: i64,
+}
+
+/// A read-only view of an order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OrderView {
+    /// Amount due, minor units.
+    pub amount: i64,
+    /// Currency.
+    pub currency: u16,
+    /// Status (`Paid` also while a payment's decision is in flight).
+    pub status: OrderStatus,
+    /// The payment holding it.
+    pub paid_by: Option<TxnId>,
+}
+
+/// Where a transaction identity stands on its home shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnView {
+    /// A reversal arrived first; the original will be declined 05.
+    LateOriginalMarker,
+    /// The original's decision is in flight.
+    Pending,
+    /// Declined.
+    Declined,
+    /// An approved purchase, or an open hold.
+    Approved {
+        /// Amount, minor units.
+        amount: i64,
+    },
+    /// A completed hold.
+    Completed {
+        /// The hold's amount.
+        held: i64,
+        /// The completed amount.
+        amount: i64,
+    },
+    /// Reversed.
+    Reversed,
+}
+
+/// Plain counters and sizes of one shard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Requests handed to [`Shard::handle_request`].
+    pub requests: u64,
+    /// Messages handed to [`Shard::handle_peer`].
+    pub peer_messages: u64,
+    /// Replies produced.
+    pub replies: u64,
+    /// Retransmissions answered from the idempotency record.
+    pub replays: u64,
+    /// Retransmissions parked behind an in-flight decision.
+    pub parked: u64,
+    /// Requests answered 94 because their content differs from their key's first request.
+    pub content_mismatches: u64,
+    /// Accounts held.
+    pub accounts: usize,
+    /// Orders held.
+    pub orders: usize,
+    /// Idempotency records (answered and in flight).
+    pub idempotency_records: usize,
+    /// Transaction records (incl. in flight).
+    pub transaction_records: usize,
+    /// Late-original markers.
+    pub late_original_markers: usize,
+}
+
+/// Refused load-time data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The item belongs to another shard (placement disagrees).
+    #[error("belongs to shard {owner}, not shard {shard}")]
+    WrongShard {
+        /// The shard that owns it.
+        owner: usize,
+        /// The shard it was given to.
+        shard: usize,
+    },
+    /// An account loaded twice.
+    #[error("account {0} loaded twice")]
+    DuplicateAccount(Pan),
+    /// An order loaded twice.
+    #[error("order {order_id} of merchant {merchant} loaded twice")]
+    DuplicateOrder {
+        /// Merchant.
+        merchant: MerchantId,
+        /// Order id.
+        order_id: String,
+    },
+}
+
+// ===== Shard =====
+
+/// One shard: the single writer of its partition of transaction records (K), accounts (A)
+/// and orders (O).
+pub struct Shard {
+    id: usize,
+    shard_count: usize,
+    config: EngineConfig,
+    accounts: HashMap<Pan, AccountState>,
+    orders: HashMap<OrderKey, OrderState>,
+    idem: HashMap<IdemKey, IdemEntry>,
+    txns: HashMap<TxnId, TxnSlot>,
+    /// Approval codes issued, for unique codes.
+    approvals: u64,
+    /// Messages to self, handled before the current input returns.
+    local: VecDeque<Msg>,
+    stats: ShardStats,
+}
+
+impl fmt::Debug for Shard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shard")
+            .field("id", &self.id)
+            .field("shard_count", &self.shard_count)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shard {
+    /// Shard `id` of `shard_count` (0 counts as 1), empty.
+    pub fn new(id: usize, shard_count: usize, config: EngineConfig) -> Self {
+        Self {
+            id,
+            shard_count: shard_count.max(1),
+            config,
+            accounts: HashMap::new(),
+            orders: HashMap::new(),
+            idem: HashMap::new(),
+            txns: HashMap::new(),
+            approvals: 0,
+            local: VecDeque::new(),
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// This shard's index.
+    pub fn id(&self) -> usize {
+        self.id
+    }
+
+    /// Number of shards in the switch.
+    pub fn shard_count(&self) -> usize {
+        self.shard_count
+    }
+
+    /// Adds an account; it must belong here (`shard_for_pan`).
+    pub fn load_account(&mut self, a: Account) -> Result<(), LoadError> {
+        let owner = placement::shard_for_pan(a.pan.as_bytes(), self.shard_count);
+        if owner != self.id {
+            return Err(LoadError::WrongShard { owner, shard: self.id });
+        }
+        if self.accounts.contains_key(&a.pan) {
+            return Err(LoadError::DuplicateAccount(a.pan));
+        }
+        self.accounts.insert(
+            a.pan,
+            AccountState {
+                expiry: a.expiry,
+                status: a.status,
+                currency: a.currency,
+                balance: a.balance,
+                held: 0,
+                daily_limit: a.daily_limit,
+                day: i64::MIN,
+                day_total: 0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds an order; it must belong here (`shard_for_order`).
+    pub fn load_order(&mut self, o: Order) -> Result<(), LoadError> {
+        let key = OrderKey { merchant: o.merchant_id, order_id: o.order_id };
+        let owner = key.shard(self.shard_count);
+        if owner != self.id {
+            return Err(LoadError::WrongShard { owner, shard: self.id });
+        }
+        if self.orders.contains_key(&key) {
+            return Err(LoadError::DuplicateOrder { merchant: key.merchant, order_id: key.order_id });
+        }
+        let state =
+            OrderState { amount: o.amount, currency: o.currency, status: o.status, paid_by: None };
+        self.orders.insert(key, state);
+        Ok(())
+    }
+
+    /// A request from a connection. `token` is opaque here: it comes back in the
+    /// [`Output::Reply`]. Deliver requests to [`Request::home_shard`]; one delivered elsewhere
+    /// is forwarded there (one extra hop).
+    pub fn handle_request(&mut self, now: Now, token: u64, req: Request, out: &mut Vec<Output>) {
+        self.stats.requests += 1;
+        self.route_request(now, token, req, out);
+        self.drain_local(now, out);
+    }
+
+    /// A message from another shard (an [`Output::ToShard`] addressed here).
+    pub fn handle_peer(&mut self, now: Now, msg: PeerMsg, out: &mut Vec<Output>) {
+        self.stats.peer_messages += 1;
+        self.on_msg(now, msg.0, out);
+        self.drain_local(now, out);
+    }
+
+    /// Forgets what the idempotency window no longer protects: answered keys, markers, and
+    /// decided transaction records past the window (open holds are kept until completed or
+    /// reversed). Returns how many entries went. Expired keys are also ignored on lookup, so
+    /// calling this is about memory, not correctness.
+    pub fn purge_expired(&mut self, now: Now) -> usize {
+        let t = now.unix_secs();
+        let window = i64::try_from(self.config.idempotency_window_secs).unwrap_or(i64::MAX);
+        let before = self.idem.len() + self.txns.len();
+        self.idem.retain(|_, e| !matches!(e, IdemEntry::Done { expires, .. } if *expires <= t));
+        self.txns.retain(|_, slot| match slot {
+            TxnSlot::Marker { expires } => *expires > t,
+            TxnSlot::Pending(_) => true,
+            TxnSlot::Record(r) => {
+                let open_hold = r.kind == PayKind::Hold && matches!(r.state, TxnState::Approved { .. });
+                open_hold || r.since.saturating_add(window) > t
+            }
+        });
+        before - (self.idem.len() + self.txns.len())
+    }
+
+    /// The account of `pan` if this shard owns it; `day_total` is for the UTC day of `now`.
+    pub fn account(&self, pan: &Pan, now: Now) -> Option<AccountView> {
+        self.accounts.get(pan).map(|a| a.view(now.utc_day()))
+    }
+
+    /// Every account this shard owns.
+    pub fn accounts(&self, now: Now) -> impl Iterator<Item = (Pan, AccountView)> + '_ {
+        self.accounts.iter().map(move |(pan, a)| (*pan, a.view(now.utc_day())))
+    }
+
+    /// The order `(merchant, order_id)` if this shard owns it.
+    pub fn order(&self, merchant: &MerchantId, order_id: &str) -> Option<OrderView> {
+        let key = OrderKey { merchant: *merchant, order_id: order_id.to_owned() };
+        self.orders.get(&key).map(|o| OrderView {
+            amount: o.amount,
+            currency: o.currency,
+            status: o.status,
+            paid_by: o.paid_by,
+        })
+    }
+
+    /// Where the transaction `txn` stands, if this shard is its home and knows it.
+    pub fn transaction(&self, txn: &TxnId) -> Option<TxnView> {
+        Some(match self.txns.get(txn)? {
+            TxnSlot::Marker { .. } => TxnView::LateOriginalMarker,
+            TxnSlot::Pending(_) => TxnView::Pending,
+            TxnSlot::Record(r) => match r.state {
+                TxnState::Declined => TxnView::Declined,
+                TxnState::Approved { .. } => TxnView::Approved { amount: r.amount },
+                TxnState::Completed { amount, .. } => TxnView::Completed { held: r.amount, amount },
+                TxnState::Reversed => TxnView::Reversed,
+            },
+        })
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> ShardStats {
+        ShardStats {
+            accounts: self.accounts.len(),
+            orders: self.orders.len(),
+            idempotency_records: self.idem.len(),
+            transaction_records: self.txns.len(),
+            late_original_markers: self
+                .txns
+                .values()
+                .filter(|s| matches!(s, TxnSlot::Marker { .. }))
+                .count(),
+            ..self.stats
+        }
+    }
+
+    // ----- plumbing -----
+
+    fn route_request(&mut self, now: Now, token: u64, req: Request, out: &mut Vec<Output>) {
+        let home = req.home_shard(self.shard_count);
+        if home == self.id {
+            self.on_request(now, token, req, out);
+        } else {
+            self.send(home, Msg::Forward { token, req: Box::new(req) }, out);
+        }
+    }
+
+    fn on_msg(&mut self, now: Now, msg: Msg, out: &mut Vec<Output>) {
+        match msg {
+            Msg::Forward { token, req } => self.route_request(now, token, *req, out),
+            Msg::Authorize(ctx) => self.on_authorize(now, ctx, out),
+            Msg::Reserve(ctx) => self.on_reserve(ctx, out),
+            Msg::Reserved { ctx, result } => self.on_reserved(now, ctx, result, out),
+            Msg::Decided { key, txn, code, day } => self.on_decided(now, key, txn, code, day, out),
+            Msg::Apply { home, key, pan, effect } => self.on_apply(home, key, pan, effect, out),
+            Msg::Release { order, by, ack } => self.on_release(&order, by, ack, out),
+            Msg::Applied { key } => self.on_applied(now, key, out),
+        }
+    }
+
+    fn drain_local(&mut self, now: Now, out: &mut Vec<Output>) {
+        while let Some(msg) = self.local.pop_front() {
+            self.on_msg(now, msg, out);
+        }
+    }
+
+    /// Sends `msg` to shard `to`; to itself it is queued and handled before the current input
+    /// returns, so K == A == O runs the same protocol without the caller's help.
+    fn send(&mut self, to: usize, msg: Msg, out: &mut Vec<Output>) {
+        if to == self.id {
+            self.local.push_back(msg);
+        } else {
+            out.push(Output::ToShard { shard: to, msg: PeerMsg(msg) });
+        }
+    }
+
+    fn reply(&mut self, token: u64, response: Response, out: &mut Vec<Output>) {
+        self.stats.replies += 1;
+        out.push(Output::Reply { token, response });
+    }
+
+    fn pan_shard(&self, pan: &Pan) -> usize {
+        placement::shard_for_pan(pan.as_bytes(), self.shard_count)
+    }
+
+    /// A cluster-unique approval code: the counter interleaved with the shard id, in base 36
+    /// (unique until 36^6 approvals in total).
+    fn next_approval_code(&mut self) -> ApprovalCode {
+        let n = self
+            .approvals
+            .wrapping_mul(self.shard_count as u64)
+            .wrapping_add(self.id as u64);
+        self.approvals = self.approvals.wrapping_add(1);
+        ApprovalCode::from_number(n)
+    }
+
+    fn window_end(&self, now: Now) -> i64 {
+        now.plus_secs(self.config.idempotency_window_secs).unix_secs()
+    }
+}
+
+/// Builds all shards from loaded data, each account and order on its owner.
+pub fn build_shards(
+    shard_count: usize,
+    config: &EngineConfig,
+    accounts: impl IntoIterator<Item = Account>,
+    orders: impl IntoIterator<Item = Order>,
+) -> Result<Vec<Shard>, LoadError> {
+    let n = shard_count.max(1);
+    let mut shards: Vec<Shard> = (0..n).map(|i| Shard::new(i, n, config.clone())).collect();
+    for a in accounts {
+        let i = placement::shard_for_pan(a.pan.as_bytes(), n);
+        if let Some(s) = shards.get_mut(i) {
+            s.load_account(a)?;
+        }
+    }
+    for o in orders {
+        let i = placement::shard_for_order(o.merchant_id.as_bytes(), o.order_id.as_bytes(), n);
+        if let Some(s) = shards.get_mut(i) {
+            s.load_order(o)?;
+        }
+    }
+    Ok(shards)
+}
+
+/// DE 4 as the engine's signed minor units; an absent amount counts as zero (answered 13),
+/// one beyond `i64` (impossible for n12) saturates and fails the funds check.
+fn minor_units(amount: Option<u64>) -> i64 {
+    amount.map_or(0, |a| i64::try_from(a).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod prop_tests;

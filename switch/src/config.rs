@@ -1,0 +1,198 @@
+//! Configuration: one struct, read from (lowest to highest precedence) built-in defaults, a TOML
+//! file (`--config`), `SWITCH_*` environment variables, and command-line flags. Unknown keys in
+//! the file are errors: a misspelt key in a payment switch must fail loudly, not be ignored.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How decisions reach the disk before their answer leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// An answer leaves only once its decision is on disk (group commit).
+    Fsync,
+    /// No fsync: fast, and a crash may lose recent decisions. For benchmarks.
+    None,
+}
+
+/// Everything `switch serve` can be told.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// ISO 8583 listener.
+    pub listen: SocketAddr,
+    /// Admin HTTP listener: /metrics, /healthz, /readyz.
+    pub admin_listen: SocketAddr,
+    /// State directory: accounts.csv, orders.csv (a demo set is generated when both are absent).
+    pub data_dir: PathBuf,
+    /// Message layout: a built-in name or a JSON / jPOS XML spec file.
+    pub spec: String,
+    /// TCP length header: len2, len4, ascii4 or bcd2.
+    pub framing: String,
+    /// Largest frame accepted (bytes after the length header); larger closes the connection.
+    pub max_frame: usize,
+    /// Authorization shard threads; 0 means one per core.
+    pub shards: usize,
+    pub durability: Durability,
+    /// Connections served at once; further ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Requests in flight on one connection before the switch stops reading from it.
+    pub max_in_flight: usize,
+    /// A connection silent this long is closed (0800 echoes keep a link alive). 0: never.
+    pub idle_timeout_secs: u64,
+    /// On SIGTERM, how long in-flight work may take before the remaining connections are closed.
+    pub grace_period_secs: u64,
+    /// How long an answered request's key is remembered for replays.
+    pub idempotency_window_secs: u64,
+    /// Require a PROXY protocol v2 header on every ISO connection.
+    pub proxy_protocol: bool,
+    /// tracing filter, e.g. `info` or `switch=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8583)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9583)),
+            data_dir: PathBuf::from("./data"),
+            spec: "iso87-binary".into(),
+            framing: "len2".into(),
+            max_frame: 8192,
+            shards: 0,
+            durability: Durability::Fsync,
+            max_connections: 10_000,
+            max_in_flight: 1024,
+            idle_timeout_secs: 300,
+            grace_period_secs: 15,
+            idempotency_window_secs: 86_400,
+            proxy_protocol: false,
+            log: "info".into(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+impl Config {
+    /// Reads a TOML file over the defaults.
+    pub fn from_file(path: &std::path::Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_owned(),
+            })
+        };
+        if self.framing.parse::<codec::framing::Framing>().is_err() {
+            return invalid("framing", "must be one of len2, len4, ascii4, bcd2");
+        }
+        if self.max_frame < 20 || self.max_frame > 65_535 {
+            return invalid("max_frame", "must be 20..=65535 bytes");
+        }
+        if self.max_connections == 0 {
+            return invalid("max_connections", "must be at least 1");
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > 65_536 {
+            return invalid("max_in_flight", "must be 1..=65536");
+        }
+        if self.shards > 1024 {
+            return invalid("shards", "must be 0 (one per core) ..= 1024");
+        }
+        if self.idempotency_window_secs < 60 {
+            return invalid("idempotency_window_secs", "must be at least 60");
+        }
+        if let Err(e) = codec::load_spec(&self.spec) {
+            return Err(ConfigError::Invalid {
+                key: "spec",
+                reason: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn shard_count(&self) -> usize {
+        if self.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.shards
+        }
+    }
+
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.idle_timeout_secs > 0).then(|| Duration::from_secs(self.idle_timeout_secs))
+    }
+
+    pub fn grace_period(&self) -> Duration {
+        Duration::from_secs(self.grace_period_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_match_the_contract() {
+        let c = Config::default();
+        c.validate().expect("defaults valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8583");
+        assert_eq!(c.admin_listen.to_string(), "127.0.0.1:9583");
+        assert_eq!(c.framing, "len2");
+        assert_eq!(c.max_frame, 8192);
+        assert_eq!(c.grace_period_secs, 15);
+        assert_eq!(c.durability, Durability::Fsync);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let e = toml::from_str::<Config>("listen = \"127.0.0.1:1\"\nlisten_port = 5\n")
+            .expect_err("unknown key");
+        assert!(e.to_string().contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let c = Config {
+            framing: "len3".into(),
+            ..Config::default()
+        };
+        let e = c.validate().expect_err("bad framing");
+        assert!(e.to_string().starts_with("framing:"), "{e}");
+        let c = Config {
+            spec: "iso93".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().expect_err("bad spec").to_string().starts_with("spec:"));
+    }
+}

@@ -1,0 +1,172 @@
+//! Between the wire and the engine: turns a decoded message into a typed `routing::Request`
+//! (or an answer the switch gives without a shard: format errors, network management,
+//! unsupported MTIs), and writes responses that echo the request's fields.
+
+use bytes::BytesMut;
+use codec::{EncodeError, Message, MessageBuilder, Mti};
+use routing::{MerchantId, OriginalData, Pan, ProcessingCode, Request, TerminalId, Yymm};
+
+use crate::metrics::SkipReason;
+
+/// Fields a response echoes when the request had them (PROTOCOL.md section 2). The PAN is
+/// echoed as received: masking is for logs, not the wire.
+pub const ECHO_FIELDS: [usize; 11] = [2, 3, 4, 7, 11, 12, 13, 37, 41, 42, 49];
+
+/// Fields a network management response echoes.
+pub const NETWORK_ECHO_FIELDS: [usize; 4] = [7, 11, 41, 70];
+
+/// What to do with one decoded frame.
+#[derive(Debug)]
+pub enum Action {
+    /// Send to the authorization shards.
+    Route(Box<Request>),
+    /// Answer now, without a shard.
+    Answer {
+        response_mti: Mti,
+        code: &'static str,
+        network: bool,
+    },
+    /// No answer can be addressed: count, log, drop.
+    Skip(SkipReason),
+}
+
+/// A request's MTI (repeat digit cleared) as a number: 0201 -> 200.
+fn base(mti: Mti) -> u16 {
+    mti.without_repeat().as_u16()
+}
+
+/// Classifies a decoded (possibly partially decoded) message.
+pub fn classify(msg: &Message<'_>) -> Action {
+    let Some(response_mti) = msg.mti().response() else {
+        return Action::Skip(SkipReason::NotARequest);
+    };
+    let format_error = Action::Answer {
+        response_mti,
+        code: "30",
+        network: false,
+    };
+    if msg.error().is_some() {
+        // Answer 30 only when the reply can be matched: DE 11 was read.
+        return if msg.has(11) {
+            format_error
+        } else {
+            Action::Skip(SkipReason::NoStan)
+        };
+    }
+    match base(msg.mti()) {
+        800 => network_management(msg, response_mti),
+        100 | 200 | 220 | 400 | 420 => match financial(msg) {
+            Some(req) => Action::Route(Box::new(req)),
+            None if msg.has(11) => format_error,
+            None => Action::Skip(SkipReason::NoStan),
+        },
+        _ => Action::Answer {
+            response_mti,
+            code: "12",
+            network: false,
+        },
+    }
+}
+
+fn network_management(msg: &Message<'_>, response_mti: Mti) -> Action {
+    let mandatory = [7, 11, 70].iter().all(|&n| msg.has(n));
+    let code = if !mandatory {
+        "30"
+    } else {
+        match msg.field(70).and_then(|f| f.to_u64()) {
+            // 001 sign-on, 002 sign-off, 301 echo test.
+            Some(1 | 2 | 301) => "00",
+            _ => "12",
+        }
+    };
+    if code == "30" && !msg.has(11) {
+        return Action::Skip(SkipReason::NoStan);
+    }
+    Action::Answer {
+        response_mti,
+        code,
+        network: true,
+    }
+}
+
+/// Builds the engine's request, or `None` for a format error (a mandatory field missing or
+/// malformed, or malformed content in an optional field the switch uses).
+fn financial(msg: &Message<'_>) -> Option<Request> {
+    let mut buf = [0u8; 42];
+    let mti = routing::Mti::new(msg.mti().as_u16())?;
+    let stan = u32::try_from(msg.field(11)?.to_u64()?).ok()?;
+    let transmission = msg.field(7)?.to_u64()?;
+    let terminal = TerminalId::new(msg.field(41)?.text_into(&mut buf)?.as_bytes()).ok()?;
+    let mut req = Request::new(mti, stan, transmission, terminal);
+
+    let code = msg.field(3)?;
+    req.processing_code = Some(ProcessingCode::from_digits(code.text_into(&mut buf)?.as_bytes())?);
+    req.pan = Some(Pan::from_digits(msg.field(2)?.text_into(&mut buf)?.as_bytes()).ok()?);
+    let currency = msg.field(49)?.text_into(&mut buf)?;
+    if !currency.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    req.currency = Some(currency.parse().ok()?);
+    // A balance inquiry needs no amount; every other request does.
+    let inquiry = base(msg.mti()) == 100 && code.text_into(&mut buf)?.starts_with("31");
+    match msg.field(4) {
+        Some(f) => req.amount = Some(f.to_u64()?),
+        None if inquiry => {}
+        None => return None,
+    }
+    if let Some(f) = msg.field(14) {
+        req.expiry = Some(Yymm::from_digits(f.text_into(&mut buf)?.as_bytes())?);
+    }
+    if let Some(f) = msg.field(42) {
+        req.merchant = Some(MerchantId::new(f.text_into(&mut buf)?.as_bytes()).ok()?);
+    }
+    if let Some(f) = msg.field(48) {
+        // The order reference is the only per-request heap value, and only on order payments.
+        req.order_ref = Some(f.to_string());
+    }
+    if let Some(f) = msg.field(90) {
+        req.original = Some(OriginalData::from_field90(f.text_into(&mut buf)?.as_bytes())?);
+    }
+    // A field the bitmap announced but that could not be read is a format error too.
+    for n in [2, 3, 4, 7, 11, 14, 41, 42, 48, 49, 90] {
+        if msg.in_bitmap(n) && !msg.has(n) {
+            return None;
+        }
+    }
+    Some(req)
+}
+
+/// The parts of an answer the switch adds to the echoed fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub response_mti: Mti,
+    pub code: &'a str,
+    pub approval_code: Option<&'a str>,
+    pub additional_amounts: Option<&'a str>,
+    pub network: bool,
+}
+
+/// Writes the response to `request` (body only; the caller frames it).
+pub fn write_response(
+    request: &Message<'_>,
+    answer: Answer<'_>,
+    dst: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    let mut b = MessageBuilder::new(request.spec(), answer.response_mti);
+    let echo: &[usize] = if answer.network {
+        &NETWORK_ECHO_FIELDS
+    } else {
+        &ECHO_FIELDS
+    };
+    for &n in echo {
+        b.copy_from(request, n)?;
+    }
+    b.set(39, answer.code)?;
+    if let Some(code) = answer.approval_code {
+        b.set(38, code)?;
+    }
+    if let Some(amounts) = answer.additional_amounts {
+        b.set(54, amounts)?;
+    }
+    b.encode_into(dst)
+}

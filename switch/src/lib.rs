@@ -1,0 +1,22 @@
+//! The ISO 8583 switch: listeners, connection tasks, the authorization shard threads, the admin
+//! endpoint and metrics. Decisions themselves live in `routing` (no I/O); the wire format in
+//! `codec`. This crate owns tokio.
+//!
+//! Layout: [`server`] starts everything and drains it; [`connection`] is one task per client;
+//! [`iso`] turns decoded messages into engine requests and answers back; [`shards`] runs the
+//! single-writer shard threads; [`store`] loads the data files; [`admin`] and [`metrics`] are
+//! for operators.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod config;
+pub mod connection;
+pub mod iso;
+pub mod metrics;
+pub mod server;
+pub mod shards;
+pub mod store;
+
+pub use config::Config;
+pub use server::{start, Running};

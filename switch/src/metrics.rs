@@ -1,0 +1,192 @@
+//! Prometheus metrics. Every handle is created once at start-up and cached, so the hot path
+//! increments an atomic without a label lookup; every family is registered (and so shows its
+//! HELP and TYPE) from the first scrape. No PAN, STAN or terminal id is ever a label value.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Request MTIs counted by name; anything else is `other`.
+pub const MTI_LABELS: [&str; 7] = ["0100", "0200", "0220", "0400", "0420", "0800", "other"];
+
+/// Response codes the switch answers.
+pub const CODE_LABELS: [&str; 15] = [
+    "00", "05", "12", "13", "14", "25", "30", "41", "43", "51", "54", "57", "61", "94", "96",
+];
+
+/// Why a frame was skipped without an answer.
+#[derive(Clone, Copy, Debug)]
+pub enum SkipReason {
+    /// The MTI (or bitmap) could not be read.
+    Undecodable,
+    /// Decoded, but DE 11 was not readable, so no 30 could be addressed.
+    NoStan,
+    /// A response MTI or another message the switch does not answer.
+    NotARequest,
+}
+
+/// Why a connection was closed by the switch.
+#[derive(Clone, Copy, Debug)]
+pub enum CloseReason {
+    Peer,
+    Idle,
+    FramingLost,
+    Io,
+    Shutdown,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    /// `[mti][code]`.
+    messages: Vec<[Counter; CODE_LABELS.len()]>,
+    pub decision_seconds: Histogram,
+    pub connections_open: Gauge,
+    pub connections_accepted: Counter,
+    closed: [Counter; 5],
+    pub in_flight: Gauge,
+    shard_queue: Vec<Gauge>,
+    pub format_errors: Counter,
+    skipped: [Counter; 3],
+    pub accept_errors: Counter,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+impl Metrics {
+    pub fn new(shards: usize) -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("switch");
+
+        let messages_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "messages",
+            "ISO 8583 requests answered, by request MTI (repeat digit cleared) and response code (DE 39)",
+            messages_family.clone(),
+        );
+        let messages = MTI_LABELS
+            .iter()
+            .map(|mti| {
+                CODE_LABELS.map(|code| {
+                    messages_family
+                        .get_or_create(&vec![("mti", (*mti).to_owned()), ("code", code.to_owned())])
+                        .clone()
+                })
+            })
+            .collect();
+
+        let decision_seconds = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
+        registry.register(
+            "decision_duration_seconds",
+            "Time from a request's arrival to its answer being queued for writing",
+            decision_seconds.clone(),
+        );
+
+        let connections_open = Gauge::default();
+        registry.register("connections_open", "ISO connections open now", connections_open.clone());
+        let connections_accepted = Counter::default();
+        registry.register(
+            "connections_accepted",
+            "ISO connections accepted",
+            connections_accepted.clone(),
+        );
+        let closed_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "ISO connections closed, by reason",
+            closed_family.clone(),
+        );
+        let closed = ["peer", "idle", "framing_lost", "io_error", "shutdown"]
+            .map(|r| closed_family.get_or_create(&vec![("reason", r.to_owned())]).clone());
+
+        let in_flight = Gauge::default();
+        registry.register(
+            "requests_in_flight",
+            "Requests received and not yet answered",
+            in_flight.clone(),
+        );
+        let queue_family = Family::<Labels, Gauge>::default();
+        registry.register(
+            "shard_queue_depth",
+            "Requests waiting in each authorization shard's queue",
+            queue_family.clone(),
+        );
+        let shard_queue = (0..shards)
+            .map(|s| queue_family.get_or_create(&vec![("shard", s.to_string())]).clone())
+            .collect();
+
+        let format_errors = Counter::default();
+        registry.register(
+            "format_errors",
+            "Requests answered 30 (format error)",
+            format_errors.clone(),
+        );
+        let skipped_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "frames_skipped",
+            "Frames dropped without an answer, by reason",
+            skipped_family.clone(),
+        );
+        let skipped = ["undecodable", "no_stan", "not_a_request"]
+            .map(|r| skipped_family.get_or_create(&vec![("reason", r.to_owned())]).clone());
+        let accept_errors = Counter::default();
+        registry.register("accept_errors", "Errors accepting ISO connections", accept_errors.clone());
+
+        Arc::new(Metrics {
+            registry,
+            messages,
+            decision_seconds,
+            connections_open,
+            connections_accepted,
+            closed,
+            in_flight,
+            shard_queue,
+            format_errors,
+            skipped,
+            accept_errors,
+        })
+    }
+
+    /// Counts one answered request.
+    #[inline]
+    pub fn answered(&self, request_mti: codec::Mti, code: &str) {
+        let mti = request_mti.without_repeat();
+        let m = MTI_LABELS
+            .iter()
+            .position(|l| l.as_bytes() == mti.as_bytes())
+            .unwrap_or(MTI_LABELS.len() - 1);
+        let c = CODE_LABELS.iter().position(|l| *l == code);
+        if let (Some(row), Some(c)) = (self.messages.get(m), c) {
+            row[c].inc();
+        }
+    }
+
+    pub fn skipped(&self, reason: SkipReason) {
+        self.skipped[reason as usize].inc();
+    }
+
+    pub fn closed(&self, reason: CloseReason) {
+        self.closed[reason as usize].inc();
+    }
+
+    pub fn shard_queue(&self, shard: usize) -> Option<&Gauge> {
+        self.shard_queue.get(shard)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}

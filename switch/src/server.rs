@@ -1,0 +1,188 @@
+//! Start-up, the accept loop and the drain.
+//!
+//! Start: load the store, start the shard threads, bind both listeners, then report ready.
+//! Drain (SIGTERM): `/readyz` answers 503 at once, the listener closes, connections keep
+//! answering what they receive and close once idle and quiet for a second; at the end of the
+//! grace period the rest are closed; then the shards stop and `serve` returns.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use crate::admin::{self, Health};
+use crate::config::Config;
+use crate::connection::{self, Phase, Shared};
+use crate::metrics::Metrics;
+use crate::shards;
+use crate::store;
+
+/// A running switch.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the ISO listener is bound (useful with port 0).
+    pub iso_addr: SocketAddr,
+    /// Where the admin listener is bound.
+    pub admin_addr: SocketAddr,
+    pub health: Arc<Health>,
+    pub metrics: Arc<Metrics>,
+    stop_tx: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts the drain and waits until the switch has stopped.
+    pub async fn shutdown(self) {
+        let _ = self.stop_tx.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the switch has stopped (after [`Running::trigger_shutdown`]).
+    pub async fn stopped(self) {
+        let _ = self.task.await;
+    }
+
+    /// Starts the drain without waiting.
+    pub fn trigger_shutdown(&self) {
+        let _ = self.stop_tx.send(true);
+    }
+}
+
+/// Loads the store, binds the listeners and starts serving. Returns once ready.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    config.validate()?;
+    let spec = codec::load_spec(&config.spec)?;
+    // One spec for the life of the process; decoded messages borrow it on every task.
+    let spec: &'static codec::Spec = Box::leak(Box::new(spec));
+    let framing: codec::framing::Framing = config
+        .framing
+        .parse()
+        .map_err(|e| anyhow::anyhow!("framing: {e}"))?;
+    let framer = codec::framing::LengthFramer::new(framing).with_max_frame(config.max_frame);
+    let shard_count = config.shard_count();
+    let metrics = Metrics::new(shard_count);
+    let health = Health::new();
+
+    if config.durability == crate::config::Durability::None {
+        tracing::warn!("--durability none: decisions are not fsynced and a crash may lose them");
+    }
+    let shard_states = store::load(&config, shard_count)?;
+    let (shard_set, shard_threads) =
+        shards::start(shard_states, 65_536, metrics.clone()).context("starting shard threads")?;
+
+    let iso = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding the ISO listener on {}", config.listen))?;
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin listener on {}", config.admin_listen))?;
+    let iso_addr = iso.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
+    tokio::spawn(admin::serve(
+        admin_listener,
+        metrics.clone(),
+        health.clone(),
+        admin_stop_rx,
+    ));
+
+    let shared = Arc::new(Shared {
+        spec,
+        framer,
+        shards: shard_set,
+        metrics: metrics.clone(),
+        max_in_flight: config.max_in_flight,
+        idle_timeout: config.idle_timeout(),
+    });
+    let grace = config.grace_period();
+    let max_connections = config.max_connections;
+    let task_health = health.clone();
+    let task = tokio::spawn(async move {
+        let (phase_tx, phase_rx) = watch::channel(Phase::Running);
+        let tracker = TaskTracker::new();
+        accept_loop(iso, shared, max_connections, &tracker, phase_rx, stop_rx).await;
+        // Draining: not ready, no new connections; existing ones finish.
+        task_health.set_ready(false);
+        let _ = phase_tx.send(Phase::Draining);
+        tracker.close();
+        if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+            tracing::warn!(?grace, "grace period over; closing remaining connections");
+            let _ = phase_tx.send(Phase::Closing);
+            tracker.wait().await;
+        }
+        // Every connection (and its ShardSet clone) is gone: the shards can finish and stop.
+        let _ = tokio::task::spawn_blocking(move || shard_threads.join()).await;
+        let _ = admin_stop_tx.send(true);
+        tracing::info!("switch stopped");
+    });
+
+    health.set_ready(true);
+    tracing::info!(%iso_addr, %admin_addr, spec = spec.name(), %framing, shards = shard_count, "switch ready");
+    Ok(Running {
+        iso_addr,
+        admin_addr,
+        health,
+        metrics,
+        stop_tx,
+        task,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    max_connections: usize,
+    tracker: &TaskTracker,
+    phase: watch::Receiver<Phase>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        // Take the connection permit before accepting: over the limit, new connections wait in
+        // the kernel's backlog instead of being accepted and starved.
+        let permit = tokio::select! {
+            permit = limit.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = admin::stopped(&mut stop) => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = admin::stopped(&mut stop) => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                shared.metrics.connections_accepted.inc();
+                shared.metrics.connections_open.inc();
+                let span = tracing::info_span!("conn", peer.addr = %peer);
+                span.in_scope(|| tracing::info!("connection opened"));
+                let task = connection::serve(stream, peer, shared.clone(), phase.clone());
+                tracker.spawn(
+                    async move {
+                        task.await;
+                        drop(permit);
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                shared.metrics.accept_errors.inc();
+                tracing::error!(error = %e, ?backoff, "accept failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
