@@ -111,7 +111,12 @@ impl BinTable {
             if let Some(other) = ranges.iter().find(|r| r.low <= high && low <= r.high) {
                 return Err(err(BinTableErrorReason::Overlap(other.index)));
             }
-            ranges.push(BinRange { low, high, action: e.action, index });
+            ranges.push(BinRange {
+                low,
+                high,
+                action: e.action,
+                index,
+            });
         }
         for ranges in &mut table.by_len {
             ranges.sort_by_key(|r| r.low);
@@ -123,11 +128,12 @@ impl BinTable {
     pub fn action(&self, pan: &Pan) -> BinAction {
         let digits = pan.as_bytes();
         for len in (6..=8).rev() {
-            let (Some(prefix), Some(ranges)) = (digits.get(..len), self.by_len.get(len - 6))
-            else {
+            let (Some(prefix), Some(ranges)) = (digits.get(..len), self.by_len.get(len - 6)) else {
                 continue;
             };
-            let Some(p) = prefix_value(prefix) else { continue };
+            let Some(p) = prefix_value(prefix) else {
+                continue;
+            };
             let i = ranges.partition_point(|r| r.low <= p);
             if let Some(r) = i.checked_sub(1).and_then(|j| ranges.get(j)) {
                 if p <= r.high {
@@ -166,7 +172,11 @@ mod tests {
     use super::*;
 
     fn entry(low: &str, high: &str, action: BinAction) -> BinRangeEntry {
-        BinRangeEntry { low: low.into(), high: high.into(), action }
+        BinRangeEntry {
+            low: low.into(),
+            high: high.into(),
+            action,
+        }
     }
 
     fn pan(s: &str) -> Pan {
@@ -183,16 +193,34 @@ mod tests {
     #[test]
     fn most_specific_range_wins() {
         let t = BinTable::from_entries(&[
-            entry("411100", "411199", BinAction::Decline(ResponseCode::DoNotHonour)),
+            entry(
+                "411100",
+                "411199",
+                BinAction::Decline(ResponseCode::DoNotHonour),
+            ),
             entry("41111100", "41111199", BinAction::Serve),
             entry("5", "5", BinAction::Serve),
         ]);
         // The third entry is too short.
-        assert_eq!(t.unwrap_err(), BinTableError { index: 2, reason: BinTableErrorReason::Length(1) });
+        assert_eq!(
+            t.unwrap_err(),
+            BinTableError {
+                index: 2,
+                reason: BinTableErrorReason::Length(1)
+            }
+        );
         let t = BinTable::from_entries(&[
-            entry("411100", "411199", BinAction::Decline(ResponseCode::DoNotHonour)),
+            entry(
+                "411100",
+                "411199",
+                BinAction::Decline(ResponseCode::DoNotHonour),
+            ),
             entry("41111100", "41111199", BinAction::Serve),
-            entry("510000", "519999", BinAction::Decline(ResponseCode::NotPermitted)),
+            entry(
+                "510000",
+                "519999",
+                BinAction::Decline(ResponseCode::NotPermitted),
+            ),
         ])
         .unwrap();
         assert_eq!(t.action(&pan("4111111111111111")), BinAction::Serve);
@@ -212,16 +240,35 @@ mod tests {
     fn validation() {
         let serve = BinAction::Serve;
         let bad = |entries: &[BinRangeEntry]| BinTable::from_entries(entries).unwrap_err().reason;
-        assert_eq!(bad(&[entry("41a100", "411199", serve)]), BinTableErrorReason::NotDigits);
-        assert_eq!(bad(&[entry("411100", "4111999", serve)]), BinTableErrorReason::LengthMismatch);
-        assert_eq!(bad(&[entry("411199", "411100", serve)]), BinTableErrorReason::LowAboveHigh);
-        assert_eq!(bad(&[entry("123456789", "123456789", serve)]), BinTableErrorReason::Length(9));
         assert_eq!(
-            bad(&[entry("411100", "411199", serve), entry("411150", "411250", serve)]),
+            bad(&[entry("41a100", "411199", serve)]),
+            BinTableErrorReason::NotDigits
+        );
+        assert_eq!(
+            bad(&[entry("411100", "4111999", serve)]),
+            BinTableErrorReason::LengthMismatch
+        );
+        assert_eq!(
+            bad(&[entry("411199", "411100", serve)]),
+            BinTableErrorReason::LowAboveHigh
+        );
+        assert_eq!(
+            bad(&[entry("123456789", "123456789", serve)]),
+            BinTableErrorReason::Length(9)
+        );
+        assert_eq!(
+            bad(&[
+                entry("411100", "411199", serve),
+                entry("411150", "411250", serve)
+            ]),
             BinTableErrorReason::Overlap(0)
         );
         assert_eq!(
-            bad(&[entry("411100", "411199", BinAction::Decline(ResponseCode::Approved))]),
+            bad(&[entry(
+                "411100",
+                "411199",
+                BinAction::Decline(ResponseCode::Approved)
+            )]),
             BinTableErrorReason::ApprovalAsDecline
         );
     }

@@ -54,7 +54,9 @@ impl CardStatus {
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Self::Active, Self::Blocked, Self::Lost, Self::Stolen].into_iter().find(|v| v.as_str() == s)
+        [Self::Active, Self::Blocked, Self::Lost, Self::Stolen]
+            .into_iter()
+            .find(|v| v.as_str() == s)
     }
 }
 
@@ -80,7 +82,9 @@ impl OrderStatus {
     }
 
     fn parse(s: &str) -> Option<Self> {
-        [Self::Open, Self::Paid, Self::Cancelled].into_iter().find(|v| v.as_str() == s)
+        [Self::Open, Self::Paid, Self::Cancelled]
+            .into_iter()
+            .find(|v| v.as_str() == s)
     }
 }
 
@@ -292,13 +296,20 @@ pub fn parse_amount(
             return Err(DataErrorReason::Negative { field });
         }
     }
-    let bad = || DataErrorReason::Amount { field, value: Shown::new(value) };
+    let bad = || DataErrorReason::Amount {
+        field,
+        value: Shown::new(value),
+    };
     if !is_plain_decimal(value) {
         return Err(bad());
     }
     let d = Decimal::from_str_exact(value).map_err(|_| bad())?;
     if d.scale() > u32::from(exp) {
-        return Err(DataErrorReason::TooManyDecimals { field, max: exp, currency });
+        return Err(DataErrorReason::TooManyDecimals {
+            field,
+            max: exp,
+            currency,
+        });
     }
     // mantissa * 10^(exp - scale) is the exact minor-unit value.
     let factor = 10i128.pow(u32::from(exp) - d.scale());
@@ -320,7 +331,12 @@ pub fn format_amount(minor: i64, currency: u16) -> String {
         return format!("{sign}{m}");
     }
     let scale = 10u64.pow(exp);
-    format!("{sign}{}.{:0width$}", m / scale, m % scale, width = exp as usize)
+    format!(
+        "{sign}{}.{:0width$}",
+        m / scale,
+        m % scale,
+        width = exp as usize
+    )
 }
 
 fn is_plain_decimal(s: &str) -> bool {
@@ -340,7 +356,9 @@ fn parse_currency(cell: &str) -> Result<u16, DataErrorReason> {
     if cell.len() != 3 || !cell.bytes().all(|b| b.is_ascii_digit()) {
         return Err(DataErrorReason::CurrencyFormat(Shown::new(cell)));
     }
-    let code: u16 = cell.parse().map_err(|_| DataErrorReason::CurrencyFormat(Shown::new(cell)))?;
+    let code: u16 = cell
+        .parse()
+        .map_err(|_| DataErrorReason::CurrencyFormat(Shown::new(cell)))?;
     if !currency::is_known(code) {
         return Err(DataErrorReason::UnknownCurrency(code));
     }
@@ -355,7 +373,11 @@ fn rows<'a>(
 ) -> Result<impl Iterator<Item = (usize, Vec<&'a str>)> + 'a, DataError> {
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
-    let err = |line, reason| DataError { file: file.to_owned(), line, reason };
+    let err = |line, reason| DataError {
+        file: file.to_owned(),
+        line,
+        reason,
+    };
     let Some((_, first)) = lines.next() else {
         return Err(err(1, DataErrorReason::MissingHeader { expected: header }));
     };
@@ -372,10 +394,17 @@ pub fn parse_accounts(file: &str, text: &str) -> Result<Vec<Account>, DataError>
     let mut out = Vec::new();
     let mut seen: HashMap<Pan, usize> = HashMap::new();
     for (line, cells) in rows(file, text, ACCOUNTS_HEADER)? {
-        let err = |reason| DataError { file: file.to_owned(), line, reason };
+        let err = |reason| DataError {
+            file: file.to_owned(),
+            line,
+            reason,
+        };
         let account = parse_account(&cells).map_err(err)?;
         if let Some(&first_line) = seen.get(&account.pan) {
-            return Err(err(DataErrorReason::DuplicatePan { pan: account.pan, first_line }));
+            return Err(err(DataErrorReason::DuplicatePan {
+                pan: account.pan,
+                first_line,
+            }));
         }
         seen.insert(account.pan, line);
         out.push(account);
@@ -385,7 +414,10 @@ pub fn parse_accounts(file: &str, text: &str) -> Result<Vec<Account>, DataError>
 
 fn parse_account(cells: &[&str]) -> Result<Account, DataErrorReason> {
     let &[pan, expiry, status, cur, balance, limit] = cells else {
-        return Err(DataErrorReason::FieldCount { expected: 6, found: cells.len() });
+        return Err(DataErrorReason::FieldCount {
+            expected: 6,
+            found: cells.len(),
+        });
     };
     if !pan.bytes().all(|b| b.is_ascii_digit()) {
         return Err(DataErrorReason::PanNotDigits);
@@ -404,9 +436,18 @@ fn parse_account(cells: &[&str]) -> Result<Account, DataErrorReason> {
     let balance = parse_amount("balance", balance, currency)?;
     let daily_limit = parse_amount("daily_limit", limit, currency)?;
     if daily_limit == 0 {
-        return Err(DataErrorReason::NotPositive { field: "daily_limit" });
+        return Err(DataErrorReason::NotPositive {
+            field: "daily_limit",
+        });
     }
-    Ok(Account { pan, expiry, status, currency, balance, daily_limit })
+    Ok(Account {
+        pan,
+        expiry,
+        status,
+        currency,
+        balance,
+        daily_limit,
+    })
 }
 
 /// Parses `orders.csv`. `file` names it in errors.
@@ -414,7 +455,11 @@ pub fn parse_orders(file: &str, text: &str) -> Result<Vec<Order>, DataError> {
     let mut out = Vec::new();
     let mut seen: HashMap<(MerchantId, String), usize> = HashMap::new();
     for (line, cells) in rows(file, text, ORDERS_HEADER)? {
-        let err = |reason| DataError { file: file.to_owned(), line, reason };
+        let err = |reason| DataError {
+            file: file.to_owned(),
+            line,
+            reason,
+        };
         let order = parse_order(&cells).map_err(err)?;
         let key = (order.merchant_id, order.order_id.clone());
         if let Some(&first_line) = seen.get(&key) {
@@ -432,7 +477,10 @@ pub fn parse_orders(file: &str, text: &str) -> Result<Vec<Order>, DataError> {
 
 fn parse_order(cells: &[&str]) -> Result<Order, DataErrorReason> {
     let &[order_id, merchant, amount, cur, status] = cells else {
-        return Err(DataErrorReason::FieldCount { expected: 5, found: cells.len() });
+        return Err(DataErrorReason::FieldCount {
+            expected: 5,
+            found: cells.len(),
+        });
     };
     if order_id.is_empty() {
         return Err(DataErrorReason::EmptyOrderId);
@@ -450,9 +498,15 @@ fn parse_order(cells: &[&str]) -> Result<Order, DataErrorReason> {
     if amount == 0 {
         return Err(DataErrorReason::NotPositive { field: "amount" });
     }
-    let status =
-        OrderStatus::parse(status).ok_or_else(|| DataErrorReason::OrderStatus(Shown::new(status)))?;
-    Ok(Order { order_id: order_id.to_owned(), merchant_id, amount, currency, status })
+    let status = OrderStatus::parse(status)
+        .ok_or_else(|| DataErrorReason::OrderStatus(Shown::new(status)))?;
+    Ok(Order {
+        order_id: order_id.to_owned(),
+        merchant_id,
+        amount,
+        currency,
+        status,
+    })
 }
 
 #[cfg(test)]
@@ -489,7 +543,10 @@ mod tests {
         assert_eq!(a[3].balance, 0);
         assert_eq!(a[3].daily_limit, 1);
         // CRLF, BOM, blank lines and spaces around cells are tolerated.
-        let crlf = format!("\u{feff}{}", GOOD.replace('\n', "\r\n").replace(",3012,", " , 3012 ,"));
+        let crlf = format!(
+            "\u{feff}{}",
+            GOOD.replace('\n', "\r\n").replace(",3012,", " , 3012 ,")
+        );
         assert_eq!(parse_accounts("a", &(crlf + "\r\n\r\n")).unwrap(), a);
         assert!(parse_accounts("a", ACCOUNTS_HEADER).unwrap().is_empty());
     }
@@ -534,10 +591,16 @@ mod tests {
             let e = accounts_err(&text);
             let shown = e.to_string();
             assert_eq!(e.line, line, "{shown}");
-            assert!(shown.starts_with(&format!("data/accounts.csv: line {line}: ")), "{shown}");
+            assert!(
+                shown.starts_with(&format!("data/accounts.csv: line {line}: ")),
+                "{shown}"
+            );
             assert!(shown.contains(reason), "{shown} should contain {reason}");
             assert!(!shown.contains("4111111111111111"), "full PAN in {shown}");
-            assert!(!shown.contains("41111111111111111111"), "full PAN in {shown}");
+            assert!(
+                !shown.contains("41111111111111111111"),
+                "full PAN in {shown}"
+            );
         }
     }
 
@@ -572,13 +635,22 @@ mod tests {
     #[test]
     fn order_errors() {
         let cases: &[(&str, &str)] = &[
-            ("O1,M1,1.00,840\n", "expected 5 comma-separated fields, found 4"),
+            (
+                "O1,M1,1.00,840\n",
+                "expected 5 comma-separated fields, found 4",
+            ),
             (",M1,1.00,840,open\n", "order_id: empty"),
             ("O1,,1.00,840,open\n", "merchant_id: empty"),
-            ("O1,MERCHANT00000001,1.00,840,open\n", "merchant_id: 16 characters"),
+            (
+                "O1,MERCHANT00000001,1.00,840,open\n",
+                "merchant_id: 16 characters",
+            ),
             ("O1,M1,0.00,840,open\n", "amount: must be greater than zero"),
             ("O1,M1,1.000,840,open\n", "amount: more than 2 decimals"),
-            ("O1,M1,1.00,840,shipped\n", "`shipped` is not one of open, paid, cancelled"),
+            (
+                "O1,M1,1.00,840,shipped\n",
+                "`shipped` is not one of open, paid, cancelled",
+            ),
             ("O1,M1,1.00,123,open\n", "123 is not an ISO 4217"),
         ];
         for &(row, reason) in cases {
@@ -591,17 +663,29 @@ mod tests {
         let dup = format!("{ORDERS_HEADER}\nO1,M1,1.00,840,open\nO1,M1   ,2.00,840,paid\n");
         let e = orders_err(&dup);
         assert_eq!(e.line, 3);
-        assert!(e.to_string().contains("order O1 of merchant M1: duplicate of line 2"), "{e}");
-        assert!(orders_err(&format!("{ORDERS_HEADER}x\n")).to_string().contains("header"));
+        assert!(
+            e.to_string()
+                .contains("order O1 of merchant M1: duplicate of line 2"),
+            "{e}"
+        );
+        assert!(orders_err(&format!("{ORDERS_HEADER}x\n"))
+            .to_string()
+            .contains("header"));
     }
 
     #[test]
     fn amounts_round_trip() {
-        for (text, cur, minor) in
-            [("1500.00", 840, 150_000), ("150000", 392, 150_000), ("12.345", 48, 12_345), ("0", 840, 0)]
-        {
+        for (text, cur, minor) in [
+            ("1500.00", 840, 150_000),
+            ("150000", 392, 150_000),
+            ("12.345", 48, 12_345),
+            ("0", 840, 0),
+        ] {
             assert_eq!(parse_amount("amount", text, cur), Ok(minor));
-            assert_eq!(parse_amount("amount", &format_amount(minor, cur), cur), Ok(minor));
+            assert_eq!(
+                parse_amount("amount", &format_amount(minor, cur), cur),
+                Ok(minor)
+            );
         }
         assert_eq!(format_amount(150_000, 840), "1500.00");
         assert_eq!(format_amount(5, 48), "0.005");

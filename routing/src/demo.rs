@@ -107,13 +107,24 @@ pub fn demo_account(index: usize, seed: u64) -> Account {
         94..=96 => CardStatus::Lost,
         _ => CardStatus::Stolen,
     };
-    let yy = if (87..=89).contains(&r) { rng.between(19, 23) } else { rng.between(30, 39) };
+    let yy = if (87..=89).contains(&r) {
+        rng.between(19, 23)
+    } else {
+        rng.between(30, 39)
+    };
     let mm = rng.between(1, 12);
     // yy is 19..=39 and mm 1..=12, so `new` always succeeds.
     let expiry = Yymm::new(yy as u8, mm as u8).unwrap_or(Yymm::EARLIEST);
     let currency = currency_by_index(index);
     let amount = DEMO_BALANCE_MAJOR * scale(currency);
-    Account { pan, expiry, status, currency, balance: amount, daily_limit: amount }
+    Account {
+        pan,
+        expiry,
+        status,
+        currency,
+        balance: amount,
+        daily_limit: amount,
+    }
 }
 
 /// Row `index` of the demo `orders.csv` (see the module docs for its shape).
@@ -184,7 +195,10 @@ pub fn demo_data(accounts: usize, orders: usize, seed: u64) -> Result<(String, S
     let mut o = Vec::new();
     write_demo_orders(&mut o, orders, seed)?;
     // Everything written above is ASCII.
-    Ok((String::from_utf8_lossy(&a).into_owned(), String::from_utf8_lossy(&o).into_owned()))
+    Ok((
+        String::from_utf8_lossy(&a).into_owned(),
+        String::from_utf8_lossy(&o).into_owned(),
+    ))
 }
 
 #[cfg(test)]
@@ -213,7 +227,10 @@ mod tests {
     #[test]
     fn deterministic_and_seeded() {
         assert_eq!(demo_data(50, 20, 7).unwrap(), demo_data(50, 20, 7).unwrap());
-        assert_ne!(demo_data(50, 20, 7).unwrap().0, demo_data(50, 20, 8).unwrap().0);
+        assert_ne!(
+            demo_data(50, 20, 7).unwrap().0,
+            demo_data(50, 20, 8).unwrap().0
+        );
     }
 
     #[test]

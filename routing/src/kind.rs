@@ -77,7 +77,11 @@ mod tests {
     use super::*;
 
     fn k(mti: u16, pc: &str) -> TxnKind {
-        classify(Mti::new(mti).unwrap(), ProcessingCode::from_digits(pc.as_bytes()), None)
+        classify(
+            Mti::new(mti).unwrap(),
+            ProcessingCode::from_digits(pc.as_bytes()),
+            None,
+        )
     }
 
     #[test]
@@ -99,15 +103,27 @@ mod tests {
         assert_eq!(k(300, "000000"), TxnKind::Unsupported);
         assert_eq!(k(1200, "000000"), TxnKind::Unsupported);
         assert_eq!(k(210, "000000"), TxnKind::Unsupported);
-        assert_eq!(classify(Mti::new(200).unwrap(), None, None), TxnKind::Unsupported);
+        assert_eq!(
+            classify(Mti::new(200).unwrap(), None, None),
+            TxnKind::Unsupported
+        );
     }
 
     #[test]
     fn network_management() {
         let m = Mti::new(800).unwrap();
-        assert_eq!(classify(m, None, Some(1)), TxnKind::NetworkManagement(NetworkAction::SignOn));
-        assert_eq!(classify(m, None, Some(2)), TxnKind::NetworkManagement(NetworkAction::SignOff));
-        assert_eq!(classify(m, None, Some(301)), TxnKind::NetworkManagement(NetworkAction::Echo));
+        assert_eq!(
+            classify(m, None, Some(1)),
+            TxnKind::NetworkManagement(NetworkAction::SignOn)
+        );
+        assert_eq!(
+            classify(m, None, Some(2)),
+            TxnKind::NetworkManagement(NetworkAction::SignOff)
+        );
+        assert_eq!(
+            classify(m, None, Some(301)),
+            TxnKind::NetworkManagement(NetworkAction::Echo)
+        );
         assert_eq!(
             classify(m, None, Some(99)),
             TxnKind::NetworkManagement(NetworkAction::Unsupported)

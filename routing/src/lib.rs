@@ -4,7 +4,8 @@
 //! crate decodes messages (answering format errors, 30, itself), builds a typed
 //! [`Request`], hands it to a [`Shard`] together with the current time ([`Now`]), and sends
 //! back the [`Response`] that comes out; time is always an argument, so every rule of
-//! PROTOCOL.md section 2 is testable without a socket (see [`sim`] with the `sim` feature).
+//! PROTOCOL.md section 2 is testable without a socket (see the `sim` module, behind the
+//! `sim` feature).
 //!
 //! # Shards: K, A and O
 //!
@@ -68,9 +69,16 @@
 //!   replace was already checked), and must be in the hold's currency (57).
 //! - The daily total tracks the latest UTC day only: a reversal the day after gives nothing
 //!   back to the new day.
-//! - Durability across restarts is the switch's: the engine is deterministic, so replaying
-//!   its journaled inputs (with their `Now`) rebuilds the same state and approval codes.
+//! - Durability across restarts is not in this crate yet. A shard is deterministic: the
+//!   same inputs in the same order (with the same `Now`) give the same state, outputs and
+//!   approval codes. But it offers no snapshot of its state, and `PeerMsg` is opaque, so a
+//!   journal today could only hold requests, which do not pin down cross-shard
+//!   interleavings.
 //! - Partial reversals (DE 95) are not supported.
+//! - Balance inquiries ignore late-original markers: they cannot be reversed, and change
+//!   nothing.
+//! - Idempotency, 12 for unsupported requests and 94 for changed content apply to every
+//!   stored kind (all but 08xx and balance inquiries): a 12 is remembered like any answer.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -92,7 +100,9 @@ pub mod time;
 
 pub use bins::{BinAction, BinTable};
 pub use data::{Account, CardStatus, Order, OrderStatus};
-pub use engine::{build_shards, EngineConfig, Output, PeerMsg, Shard};
+pub use engine::{
+    build_shards, AccountView, EngineConfig, OrderView, Output, PeerMsg, Shard, TxnView,
+};
 pub use kind::TxnKind;
 pub use message::{
     AdditionalAmounts, ApprovalCode, IdemKey, MerchantId, Mti, OriginalData, ProcessingCode,

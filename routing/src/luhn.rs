@@ -9,7 +9,7 @@ pub fn is_valid(digits: &[u8]) -> bool {
     if digits.len() < 2 || !digits.iter().all(u8::is_ascii_digit) {
         return false;
     }
-    weighted_sum(digits, false) % 10 == 0
+    weighted_sum(digits, false).is_multiple_of(10)
 }
 
 /// The ASCII check digit to append to `payload` (ASCII digits) so that the result passes
@@ -54,7 +54,12 @@ mod tests {
 
     #[test]
     fn known_card_numbers() {
-        for pan in ["4111111111111111", "5555555555554444", "378282246310005", "79927398713"] {
+        for pan in [
+            "4111111111111111",
+            "5555555555554444",
+            "378282246310005",
+            "79927398713",
+        ] {
             assert!(is_valid(pan.as_bytes()), "{pan}");
         }
         for pan in ["4111111111111112", "79927398710", "0", "", "4111-1111"] {

@@ -12,8 +12,9 @@ use crate::pan::Pan;
 use crate::placement;
 use crate::time::Yymm;
 
-/// Parses 1 to 19 ASCII digits into a number.
-pub(crate) fn parse_digits(d: &[u8]) -> Option<u64> {
+/// Parses 1 to 19 ASCII digits into a number (DE 11, DE 7, DE 70 values); `None` for
+/// anything else.
+pub fn parse_numeric(d: &[u8]) -> Option<u64> {
     if d.is_empty() || d.len() > 19 {
         return None;
     }
@@ -47,7 +48,9 @@ impl Mti {
         if d.len() != 4 {
             return None;
         }
-        parse_digits(d).and_then(|v| u16::try_from(v).ok()).and_then(Self::new)
+        parse_numeric(d)
+            .and_then(|v| u16::try_from(v).ok())
+            .and_then(Self::new)
     }
 
     /// The four-digit value (`0200` is 200).
@@ -162,12 +165,18 @@ pub struct IdTooLong {
 
 impl<const N: usize> FixedId<N> {
     /// The empty identifier (a message without the field).
-    pub const EMPTY: Self = Self { bytes: [0; N], len: 0 };
+    pub const EMPTY: Self = Self {
+        bytes: [0; N],
+        len: 0,
+    };
 
     /// From raw field bytes; trailing spaces are dropped.
     pub fn new(raw: &[u8]) -> Result<Self, IdTooLong> {
         let trimmed = trim_trailing_spaces(raw);
-        let too_long = IdTooLong { len: trimmed.len(), max: N };
+        let too_long = IdTooLong {
+            len: trimmed.len(),
+            max: N,
+        };
         if trimmed.len() > N {
             return Err(too_long);
         }
@@ -229,8 +238,8 @@ impl OriginalData {
         }
         Some(Self {
             mti: Mti::from_digits(&v[0..4])?,
-            stan: u32::try_from(parse_digits(&v[4..10])?).ok()?,
-            transmission: parse_digits(&v[10..20])?,
+            stan: u32::try_from(parse_numeric(&v[4..10])?).ok()?,
+            transmission: parse_numeric(&v[10..20])?,
         })
     }
 }
@@ -347,7 +356,11 @@ impl Request {
 
     /// Its own identity (41, 11, 7).
     pub fn own_txn(&self) -> TxnId {
-        TxnId { terminal: self.terminal, stan: self.stan, transmission: self.transmission }
+        TxnId {
+            terminal: self.terminal,
+            stan: self.stan,
+            transmission: self.transmission,
+        }
     }
 
     /// Whether the MTI refers to an earlier original (0220 completion, 0400/0420 reversal,
@@ -361,9 +374,11 @@ impl Request {
     /// without DE 90), otherwise its own.
     pub fn target_txn(&self) -> TxnId {
         match self.original {
-            Some(o) if self.refers_to_original() => {
-                TxnId { terminal: self.terminal, stan: o.stan, transmission: o.transmission }
-            }
+            Some(o) if self.refers_to_original() => TxnId {
+                terminal: self.terminal,
+                stan: o.stan,
+                transmission: o.transmission,
+            },
             _ => self.own_txn(),
         }
     }
@@ -565,7 +580,12 @@ pub struct Response {
 impl Response {
     /// A response carrying only DE 39.
     pub fn plain(mti: Mti, code: ResponseCode) -> Self {
-        Self { mti, code, approval_code: None, additional_amounts: None }
+        Self {
+            mti,
+            code,
+            approval_code: None,
+            additional_amounts: None,
+        }
     }
 }
 
@@ -614,7 +634,10 @@ mod tests {
         assert_eq!(a.as_bytes(), b"TERM01");
         assert_ne!(TerminalId::new(b" TERM01").unwrap(), b);
         assert!(TerminalId::new(b"        ").unwrap().is_empty());
-        assert_eq!(TerminalId::new(b"123456789"), Err(IdTooLong { len: 9, max: 8 }));
+        assert_eq!(
+            TerminalId::new(b"123456789"),
+            Err(IdTooLong { len: 9, max: 8 })
+        );
         assert!(MerchantId::new(b"123456789012345").is_ok());
     }
 
@@ -635,8 +658,14 @@ mod tests {
         assert_eq!(ApprovalCode::from_number(36).as_str(), "000010");
         let f = AdditionalAmounts::available(*b"10", 840, 123_456);
         assert_eq!(f.as_str(), "1002840C000000123456");
-        assert_eq!(AdditionalAmounts::available(*b"00", 392, 0).as_str(), "0002392C000000000000");
-        assert_eq!(AdditionalAmounts::available(*b"00", 48, -5).as_str(), "0002048D000000000005");
+        assert_eq!(
+            AdditionalAmounts::available(*b"00", 392, 0).as_str(),
+            "0002392C000000000000"
+        );
+        assert_eq!(
+            AdditionalAmounts::available(*b"00", 48, -5).as_str(),
+            "0002048D000000000005"
+        );
     }
 
     #[test]

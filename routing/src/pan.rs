@@ -62,7 +62,10 @@ impl Pan {
         let n = digits.len().min(Self::MAX_LEN);
         let mut buf = [0u8; Self::MAX_LEN];
         buf[..n].copy_from_slice(&digits[..n]);
-        Self { digits: buf, len: n as u8 }
+        Self {
+            digits: buf,
+            len: n as u8,
+        }
     }
 
     /// The digits as ASCII bytes. Full card number: never log it.
@@ -166,11 +169,20 @@ mod tests {
     #[test]
     fn rejects_bad_input() {
         assert_eq!(Pan::from_digits(b""), Err(PanError::Empty));
-        assert_eq!(Pan::from_digits(b"41111111111111111111"), Err(PanError::TooLong(20)));
+        assert_eq!(
+            Pan::from_digits(b"41111111111111111111"),
+            Err(PanError::TooLong(20))
+        );
         assert_eq!(Pan::from_digits(b"4111 1111"), Err(PanError::NotDigits));
         // Equality sees digits only, never stale buffer bytes.
-        assert_eq!(Pan::from_digits(b"12").unwrap(), "12".parse::<Pan>().unwrap());
-        assert_ne!(Pan::from_digits(b"12").unwrap(), Pan::from_digits(b"120").unwrap());
+        assert_eq!(
+            Pan::from_digits(b"12").unwrap(),
+            "12".parse::<Pan>().unwrap()
+        );
+        assert_ne!(
+            Pan::from_digits(b"12").unwrap(),
+            Pan::from_digits(b"120").unwrap()
+        );
     }
 
     #[test]

@@ -107,8 +107,14 @@ mod tests {
     fn placement_is_stable() {
         // Golden values: a change here moves state between shards (see module docs).
         assert_eq!(shard_for_pan(b"4111111111111111", 1024), GOLDEN[0]);
-        assert_eq!(shard_for_transaction(b"TERM0001", 123, 615_120_000, 1024), GOLDEN[1]);
-        assert_eq!(shard_for_order(b"MERCHANT0000001", b"ORD-1", 1024), GOLDEN[2]);
+        assert_eq!(
+            shard_for_transaction(b"TERM0001", 123, 615_120_000, 1024),
+            GOLDEN[1]
+        );
+        assert_eq!(
+            shard_for_order(b"MERCHANT0000001", b"ORD-1", 1024),
+            GOLDEN[2]
+        );
     }
 
     // Cross-checked with an independent Python FNV-1a + SplitMix64 finalizer.
@@ -120,7 +126,10 @@ mod tests {
             shard_for_transaction(b"T1      ", 1, 2, 97),
             shard_for_transaction(b"T1", 1, 2, 97)
         );
-        assert_eq!(shard_for_order(b"M1             ", b"o", 97), shard_for_order(b"M1", b"o", 97));
+        assert_eq!(
+            shard_for_order(b"M1             ", b"o", 97),
+            shard_for_order(b"M1", b"o", 97)
+        );
         assert_eq!(shard_for_pan(b"4111111111111111", 0), 0);
         assert_eq!(shard_for_pan(b"4111111111111111", 1), 0);
     }

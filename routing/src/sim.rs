@@ -105,12 +105,18 @@ impl Cluster {
         let target = match &mut self.rng {
             Some(rng) => busy[rng.below(busy.len() as u64) as usize],
             None => {
-                let t = busy.iter().copied().find(|&i| i >= self.cursor).unwrap_or(busy[0]);
+                let t = busy
+                    .iter()
+                    .copied()
+                    .find(|&i| i >= self.cursor)
+                    .unwrap_or(busy[0]);
                 self.cursor = (t + 1) % n;
                 t
             }
         };
-        let Some(msg) = self.inboxes[target].pop_front() else { return false };
+        let Some(msg) = self.inboxes[target].pop_front() else {
+            return false;
+        };
         self.delivered += 1;
         let mut out = Vec::new();
         let now = self.now;
@@ -140,7 +146,11 @@ impl Cluster {
         let token = self.submit(req);
         self.run();
         let mut replies = self.take_replies(token);
-        assert_eq!(replies.len(), 1, "expected exactly one reply for token {token}: {replies:?}");
+        assert_eq!(
+            replies.len(),
+            1,
+            "expected exactly one reply for token {token}: {replies:?}"
+        );
         replies.remove(0)
     }
 
@@ -182,13 +192,16 @@ impl Cluster {
 
     /// The order, from its owner.
     pub fn order(&self, merchant: &MerchantId, order_id: &str) -> Option<OrderView> {
-        let i = placement::shard_for_order(merchant.as_bytes(), order_id.as_bytes(), self.shards.len());
+        let i =
+            placement::shard_for_order(merchant.as_bytes(), order_id.as_bytes(), self.shards.len());
         self.shards.get(i)?.order(merchant, order_id)
     }
 
     /// A transaction identity's state, from its home.
     pub fn transaction(&self, txn: &TxnId) -> Option<TxnView> {
-        self.shards.get(txn.shard(self.shards.len()))?.transaction(txn)
+        self.shards
+            .get(txn.shard(self.shards.len()))?
+            .transaction(txn)
     }
 
     /// Purges every shard; returns the number of entries removed.

@@ -36,7 +36,9 @@ impl Now {
     /// This instant plus `secs` seconds (saturating).
     pub fn plus_secs(self, secs: u64) -> Self {
         let secs = i64::try_from(secs).unwrap_or(i64::MAX);
-        Self { unix_secs: self.unix_secs.saturating_add(secs) }
+        Self {
+            unix_secs: self.unix_secs.saturating_add(secs),
+        }
     }
 }
 
@@ -53,7 +55,11 @@ fn civil_from_days(days: i64) -> (i64, u8, u8) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
     let year = yoe + era * 400 + i64::from(month <= 2);
     // Both are in range by construction; the fallbacks are never taken.
-    (year, u8::try_from(month).unwrap_or(1), u8::try_from(day).unwrap_or(1))
+    (
+        year,
+        u8::try_from(month).unwrap_or(1),
+        u8::try_from(day).unwrap_or(1),
+    )
 }
 
 /// A card expiry date, YYMM (ISO 8583 DE 14 and the data files' `expiry`), years 2000-2099.
@@ -81,9 +87,10 @@ impl Yymm {
     /// From four ASCII digits `YYMM`; `None` for anything else or a month outside 01-12.
     pub fn from_digits(d: &[u8]) -> Option<Self> {
         match *d {
-            [y1, y2, m1, m2] if d.iter().all(u8::is_ascii_digit) => {
-                Self::new((y1 - b'0') * 10 + (y2 - b'0'), (m1 - b'0') * 10 + (m2 - b'0'))
-            }
+            [y1, y2, m1, m2] if d.iter().all(u8::is_ascii_digit) => Self::new(
+                (y1 - b'0') * 10 + (y2 - b'0'),
+                (m1 - b'0') * 10 + (m2 - b'0'),
+            ),
             _ => None,
         }
     }
@@ -129,7 +136,10 @@ mod tests {
         assert_eq!(Now::from_unix_secs(1_749_988_800).utc_date(), (2025, 6, 15));
         assert_eq!(Now::from_unix_secs(-1).utc_date(), (1969, 12, 31));
         assert_eq!(Now::from_unix_secs(-1).utc_day(), -1);
-        assert_eq!(Now::from_unix_secs(1_767_225_599).utc_date(), (2025, 12, 31));
+        assert_eq!(
+            Now::from_unix_secs(1_767_225_599).utc_date(),
+            (2025, 12, 31)
+        );
         assert_eq!(Now::from_unix_secs(1_767_225_600).utc_date(), (2026, 1, 1));
     }
 

@@ -86,7 +86,14 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, health: &Health) -> st
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > 16 * 1024 {
-            return respond(&mut stream, "HTTP/1.1", 431, "text/plain", b"request head too large\n").await;
+            return respond(
+                &mut stream,
+                "HTTP/1.1",
+                431,
+                "text/plain",
+                b"request head too large\n",
+            )
+            .await;
         }
     }
     let head = String::from_utf8_lossy(&buf);
@@ -104,7 +111,7 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, health: &Health) -> st
                 &mut stream,
                 version,
                 200,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                "text/plain; version=0.0.4; charset=utf-8",
                 body.as_bytes(),
             )
             .await
@@ -122,7 +129,16 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, health: &Health) -> st
         (Some("GET" | "HEAD"), _) => {
             respond(&mut stream, version, 404, "text/plain", b"not found\n").await
         }
-        _ => respond(&mut stream, version, 405, "text/plain", b"method not allowed\n").await,
+        _ => {
+            respond(
+                &mut stream,
+                version,
+                405,
+                "text/plain",
+                b"method not allowed\n",
+            )
+            .await
+        }
     }
 }
 
@@ -152,7 +168,8 @@ async fn respond(
 
 /// `switch healthcheck`: whether the admin endpoint at `addr` answers 200 on /readyz.
 pub async fn check_ready(addr: &str) -> anyhow::Result<bool> {
-    let mut stream = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr)).await??;
+    let mut stream =
+        tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(addr)).await??;
     stream
         .write_all(b"GET /readyz HTTP/1.0\r\nHost: switch\r\n\r\n")
         .await?;

@@ -193,6 +193,10 @@ mod tests {
             spec: "iso93".into(),
             ..Config::default()
         };
-        assert!(c.validate().expect_err("bad spec").to_string().starts_with("spec:"));
+        assert!(c
+            .validate()
+            .expect_err("bad spec")
+            .to_string()
+            .starts_with("spec:"));
     }
 }

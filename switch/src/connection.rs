@@ -71,7 +71,12 @@ struct Connection {
 }
 
 /// Serves one connection until it closes; never returns an error (each is logged and counted).
-pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut phase: watch::Receiver<Phase>) {
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut phase: watch::Receiver<Phase>,
+) {
     let metrics = shared.metrics.clone();
     let _ = stream.set_nodelay(true);
     let (read_half, mut write_half) = stream.into_split();
@@ -100,7 +105,8 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>, mut
         if current == Phase::Closing {
             break CloseReason::Shutdown;
         }
-        if current == Phase::Draining && conn.in_flight == 0 && last_frame.elapsed() >= DRAIN_QUIET {
+        if current == Phase::Draining && conn.in_flight == 0 && last_frame.elapsed() >= DRAIN_QUIET
+        {
             break CloseReason::Shutdown;
         }
         if !reading && conn.in_flight == 0 {
@@ -174,7 +180,10 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 
 impl Connection {
     /// Handles one item from the framer: `Ok(false)` at end of stream, `Err` when framing is lost.
-    async fn frame(&mut self, item: Option<Result<bytes::Bytes, FrameError>>) -> Result<bool, FrameError> {
+    async fn frame(
+        &mut self,
+        item: Option<Result<bytes::Bytes, FrameError>>,
+    ) -> Result<bool, FrameError> {
         let frame = match item {
             None => return Ok(false),
             Some(Err(e)) => return Err(e),
@@ -195,7 +204,11 @@ impl Connection {
                 tracing::warn!(mti = %msg.mti(), ?reason, error = ?msg.error(), "skipping frame that cannot be answered");
                 metrics.skipped(reason);
             }
-            Action::Answer { response_mti, code, network } => {
+            Action::Answer {
+                response_mti,
+                code,
+                network,
+            } => {
                 if code == "30" {
                     metrics.format_errors.inc();
                     tracing::info!(mti = %msg.mti(), error = ?msg.error(), "format error");
@@ -241,7 +254,9 @@ impl Connection {
                 }
                 Err(Rejected::Stopped(_)) => {
                     self.free.push(slot);
-                    let Some(response_mti) = msg.mti().response() else { return };
+                    let Some(response_mti) = msg.mti().response() else {
+                        return;
+                    };
                     tracing::error!("shards stopped; answering 96");
                     let answer = Answer {
                         response_mti,
@@ -293,10 +308,9 @@ impl Connection {
 
     /// Frames and queues one answer for writing.
     fn write(&mut self, request: &Message<'_>, answer: Answer<'_>) {
-        let written = self
-            .shared
-            .framer
-            .encode_with(&mut self.out, |dst| iso::write_response(request, answer, dst));
+        let written = self.shared.framer.encode_with(&mut self.out, |dst| {
+            iso::write_response(request, answer, dst)
+        });
         match written {
             Ok(()) => self.shared.metrics.answered(request.mti(), answer.code),
             Err(e) => tracing::error!(error = %e, mti = %request.mti(), "cannot encode response"),

@@ -100,7 +100,9 @@ fn financial(msg: &Message<'_>) -> Option<Request> {
     let mut req = Request::new(mti, stan, transmission, terminal);
 
     let code = msg.field(3)?;
-    req.processing_code = Some(ProcessingCode::from_digits(code.text_into(&mut buf)?.as_bytes())?);
+    req.processing_code = Some(ProcessingCode::from_digits(
+        code.text_into(&mut buf)?.as_bytes(),
+    )?);
     req.pan = Some(Pan::from_digits(msg.field(2)?.text_into(&mut buf)?.as_bytes()).ok()?);
     let currency = msg.field(49)?.text_into(&mut buf)?;
     if !currency.bytes().all(|b| b.is_ascii_digit()) {
@@ -125,7 +127,9 @@ fn financial(msg: &Message<'_>) -> Option<Request> {
         req.order_ref = Some(f.to_string());
     }
     if let Some(f) = msg.field(90) {
-        req.original = Some(OriginalData::from_field90(f.text_into(&mut buf)?.as_bytes())?);
+        req.original = Some(OriginalData::from_field90(
+            f.text_into(&mut buf)?.as_bytes(),
+        )?);
     }
     // A field the bitmap announced but that could not be read is a format error too.
     for n in [2, 3, 4, 7, 11, 14, 41, 42, 48, 49, 90] {

@@ -8,7 +8,11 @@ use clap::{Args, Parser, Subcommand};
 use switch::config::{Config, Durability};
 
 #[derive(Parser, Debug)]
-#[command(name = "switch", version, about = "High-throughput ISO 8583 payment switch")]
+#[command(
+    name = "switch",
+    version,
+    about = "High-throughput ISO 8583 payment switch"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
@@ -133,8 +137,13 @@ fn main() -> ExitCode {
             accounts,
             orders,
             seed,
-        }) => switch::store::write_demo_data(&out, accounts, orders, seed)
-            .map(|()| eprintln!("wrote {}/accounts.csv and {}/orders.csv", out.display(), out.display())),
+        }) => switch::store::write_demo_data(&out, accounts, orders, seed).map(|()| {
+            eprintln!(
+                "wrote {}/accounts.csv and {}/orders.csv",
+                out.display(),
+                out.display()
+            )
+        }),
         Some(Command::Healthcheck { admin }) => healthcheck(&admin),
     };
     match result {
@@ -165,7 +174,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .map_err(|e| anyhow::anyhow!("log: {e}"))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
     runtime()?.block_on(async move {
         let running = switch::start(config).await?;
         wait_for_signal().await?;

@@ -92,7 +92,11 @@ impl Metrics {
         );
 
         let connections_open = Gauge::default();
-        registry.register("connections_open", "ISO connections open now", connections_open.clone());
+        registry.register(
+            "connections_open",
+            "ISO connections open now",
+            connections_open.clone(),
+        );
         let connections_accepted = Counter::default();
         registry.register(
             "connections_accepted",
@@ -105,8 +109,11 @@ impl Metrics {
             "ISO connections closed, by reason",
             closed_family.clone(),
         );
-        let closed = ["peer", "idle", "framing_lost", "io_error", "shutdown"]
-            .map(|r| closed_family.get_or_create(&vec![("reason", r.to_owned())]).clone());
+        let closed = ["peer", "idle", "framing_lost", "io_error", "shutdown"].map(|r| {
+            closed_family
+                .get_or_create(&vec![("reason", r.to_owned())])
+                .clone()
+        });
 
         let in_flight = Gauge::default();
         registry.register(
@@ -121,7 +128,11 @@ impl Metrics {
             queue_family.clone(),
         );
         let shard_queue = (0..shards)
-            .map(|s| queue_family.get_or_create(&vec![("shard", s.to_string())]).clone())
+            .map(|s| {
+                queue_family
+                    .get_or_create(&vec![("shard", s.to_string())])
+                    .clone()
+            })
             .collect();
 
         let format_errors = Counter::default();
@@ -136,10 +147,17 @@ impl Metrics {
             "Frames dropped without an answer, by reason",
             skipped_family.clone(),
         );
-        let skipped = ["undecodable", "no_stan", "not_a_request"]
-            .map(|r| skipped_family.get_or_create(&vec![("reason", r.to_owned())]).clone());
+        let skipped = ["undecodable", "no_stan", "not_a_request"].map(|r| {
+            skipped_family
+                .get_or_create(&vec![("reason", r.to_owned())])
+                .clone()
+        });
         let accept_errors = Counter::default();
-        registry.register("accept_errors", "Errors accepting ISO connections", accept_errors.clone());
+        registry.register(
+            "accept_errors",
+            "Errors accepting ISO connections",
+            accept_errors.clone(),
+        );
 
         Arc::new(Metrics {
             registry,
@@ -182,11 +200,41 @@ impl Metrics {
         self.shard_queue.get(shard)
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (format 0.0.4).
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(16 * 1024);
+        let mut open_metrics = String::with_capacity(16 * 1024);
         // Writing to a String cannot fail.
-        let _ = encode(&mut out, &self.registry);
-        out
+        let _ = encode(&mut open_metrics, &self.registry);
+        to_prometheus_text(&open_metrics)
     }
+}
+
+/// The client writes OpenMetrics, where a counter family `x` has samples `x_total`. Prometheus'
+/// classic text format (what `promtool check metrics` and older scrapers read) names the family
+/// by its samples: rename counters' HELP/TYPE to `x_total` and drop the `# EOF` marker.
+fn to_prometheus_text(open_metrics: &str) -> String {
+    let mut out = String::with_capacity(open_metrics.len());
+    let counters: Vec<&str> = open_metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    for line in open_metrics.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(&name)
+                .then(|| format!("{tag}{name}_total {tail}"))
+        });
+        match renamed {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }

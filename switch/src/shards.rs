@@ -104,8 +104,9 @@ pub fn start(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(ShardSet, ShardThreads)> {
     let n = shards.len();
-    let (job_txs, job_rxs): (Vec<_>, Vec<_>) =
-        (0..n).map(|_| channel::bounded::<Job>(queue_capacity)).unzip();
+    let (job_txs, job_rxs): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| channel::bounded::<Job>(queue_capacity))
+        .unzip();
     let (peer_txs, peer_rxs): (Vec<_>, Vec<_>) =
         (0..n).map(|_| channel::unbounded::<Inbound>()).unzip();
     let peer_txs: Arc<[Sender<Inbound>]> = peer_txs.into();
@@ -163,7 +164,7 @@ struct Worker {
     stop: Arc<AtomicBool>,
 }
 
-fn now() -> Now {
+fn wall_clock() -> Now {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -175,7 +176,7 @@ impl Worker {
         let mut jobs_open = true;
         loop {
             // Peers first: their messages finish decisions already under way.
-            let now = now();
+            let now = wall_clock();
             let mut did = 0;
             loop {
                 match self.peers.try_recv() {
@@ -217,16 +218,20 @@ impl Worker {
             // Sleep until there is work.
             let mut sel = Select::new();
             let peer_idx = sel.recv(&self.peers);
-            let job_idx = if jobs_open { Some(sel.recv(&self.jobs)) } else { None };
+            let job_idx = if jobs_open {
+                Some(sel.recv(&self.jobs))
+            } else {
+                None
+            };
             let op = sel.select();
             let idx = op.index();
             if idx == peer_idx {
                 if let Ok(msg) = op.recv(&self.peers) {
-                    self.inbound(now(), msg);
+                    self.inbound(wall_clock(), msg);
                 }
             } else if Some(idx) == job_idx {
                 match op.recv(&self.jobs) {
-                    Ok(job) => self.take(now(), job),
+                    Ok(job) => self.take(wall_clock(), job),
                     Err(_) => jobs_open = false,
                 }
             }
@@ -255,7 +260,8 @@ impl Worker {
             *slot = Some(job.reply);
         }
         let token = (self.id as u64) << TOKEN_SHARD_SHIFT | local;
-        self.shard.handle_request(now, token, *job.request, &mut self.out);
+        self.shard
+            .handle_request(now, token, *job.request, &mut self.out);
         self.flush();
     }
 

@@ -15,7 +15,12 @@ const DEMO_ORDERS: usize = 10_000;
 const DEMO_SEED: u64 = 1;
 
 /// Writes a demo `accounts.csv` and `orders.csv` into `dir`.
-pub fn write_demo_data(dir: &Path, accounts: usize, orders: usize, seed: u64) -> anyhow::Result<()> {
+pub fn write_demo_data(
+    dir: &Path,
+    accounts: usize,
+    orders: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (accounts_csv, orders_csv) = routing::demo::demo_data(accounts, orders, seed)?;
     write_new(&dir.join("accounts.csv"), &accounts_csv)?;
@@ -63,6 +68,11 @@ pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Vec<Shard>> {
     };
     let (n_accounts, n_orders) = (accounts.len(), orders.len());
     let shards = routing::build_shards(shard_count, &engine, accounts, orders)?;
-    tracing::info!(accounts = n_accounts, orders = n_orders, shards = shard_count, "store loaded");
+    tracing::info!(
+        accounts = n_accounts,
+        orders = n_orders,
+        shards = shard_count,
+        "store loaded"
+    );
     Ok(shards)
 }

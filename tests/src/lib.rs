@@ -16,6 +16,7 @@ use tokio_util::codec::Framed;
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A switch running in this process, with its data directory.
+#[derive(Debug)]
 pub struct TestSwitch {
     pub running: switch::Running,
     pub dir: tempfile::TempDir,
@@ -80,7 +81,10 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -112,6 +116,7 @@ impl Reply {
 }
 
 /// A client on one TCP connection.
+#[derive(Debug)]
 pub struct Client {
     pub framed: Framed<TcpStream, LengthFramer>,
     spec: &'static Spec,
@@ -236,7 +241,11 @@ pub fn luhn_pan(payload: &str) -> String {
         .map(|(i, &d)| {
             if i % 2 == 0 {
                 let x = d * 2;
-                if x > 9 { x - 9 } else { x }
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
             } else {
                 d
             }

@@ -45,7 +45,12 @@ impl AccountState {
                 self.balance = self.balance.saturating_add(amount);
                 self.give_back(day, amount);
             }
-            Effect::Complete { held, hold_day, amount, day } => {
+            Effect::Complete {
+                held,
+                hold_day,
+                amount,
+                day,
+            } => {
                 // amount <= held <= self.held <= balance, so neither goes negative.
                 self.balance = self.balance.saturating_sub(amount).max(0);
                 self.held = self.held.saturating_sub(held).max(0);
@@ -73,7 +78,10 @@ impl Shard {
     /// Card checks in PROTOCOL.md order: unknown card 14, BIN table, lost 41, stolen 43,
     /// blocked 05, expired 54 (or DE 14 differing from the card's expiry), currency 57.
     fn card_checks(&self, now: Now, ctx: &AuthCtx) -> Result<&AccountState, ResponseCode> {
-        let acct = self.accounts.get(&ctx.pan).ok_or(ResponseCode::InvalidCardNumber)?;
+        let acct = self
+            .accounts
+            .get(&ctx.pan)
+            .ok_or(ResponseCode::InvalidCardNumber)?;
         if let BinAction::Decline(code) = self.config.bins.action(&ctx.pan) {
             return Err(code);
         }
@@ -96,7 +104,7 @@ impl Shard {
     pub(super) fn on_authorize(&mut self, now: Now, ctx: Box<AuthCtx>, out: &mut Vec<Output>) {
         let acct = match self.card_checks(now, &ctx) {
             Ok(acct) => acct,
-            Err(code) => return self.decide(now, ctx, code, out),
+            Err(code) => return self.decide(now, &ctx, code, out),
         };
         if ctx.kind == AuthKind::Inquiry {
             // Balance inquiries stop before the amount checks and are not stored: A answers.
@@ -114,7 +122,7 @@ impl Shard {
             return self.reply(ctx.token, response, out);
         }
         if ctx.amount <= 0 {
-            return self.decide(now, ctx, ResponseCode::InvalidAmount, out);
+            return self.decide(now, &ctx, ResponseCode::InvalidAmount, out);
         }
         if let Some(order) = &ctx.order {
             let o = order.shard(self.shard_count);
@@ -136,7 +144,7 @@ impl Shard {
             Err(code) => {
                 // Not reserved: nothing to release.
                 ctx.order = None;
-                self.decide(now, ctx, code, out);
+                self.decide(now, &ctx, code, out);
             }
         }
     }
@@ -167,19 +175,32 @@ impl Shard {
         if !code.is_approved() {
             if let Some(order) = ctx.order.take() {
                 let o = order.shard(self.shard_count);
-                self.send(o, Msg::Release { order: Box::new(order), by: ctx.txn, ack: None }, out);
+                self.send(
+                    o,
+                    Msg::Release {
+                        order: Box::new(order),
+                        by: ctx.txn,
+                        ack: None,
+                    },
+                    out,
+                );
             }
         }
-        self.decide(now, ctx, code, out);
+        self.decide(now, &ctx, code, out);
     }
 
     /// Sends the decision home (K), or answers a balance inquiry directly.
-    fn decide(&mut self, now: Now, ctx: Box<AuthCtx>, code: ResponseCode, out: &mut Vec<Output>) {
+    fn decide(&mut self, now: Now, ctx: &AuthCtx, code: ResponseCode, out: &mut Vec<Output>) {
         if ctx.kind == AuthKind::Inquiry {
             let response = Response::plain(ctx.key.mti.response(), code);
             return self.reply(ctx.token, response, out);
         }
-        let msg = Msg::Decided { key: ctx.key, txn: ctx.txn, code, day: now.utc_day() };
+        let msg = Msg::Decided {
+            key: ctx.key,
+            txn: ctx.txn,
+            code,
+            day: now.utc_day(),
+        };
         self.send(ctx.home, msg, out);
     }
 

@@ -5,8 +5,8 @@
 //! "answered once, replayed after" needs no coordination with other shards.
 
 use super::{
-    minor_units, AuthCtx, AuthKind, Effect, Fingerprint, IdemEntry, Msg, OrderKey, Output,
-    PayKind, PendingReply, PendingTxn, Shard, TxnRecord, TxnSlot, TxnState,
+    minor_units, AuthCtx, AuthKind, Effect, Fingerprint, IdemEntry, Msg, OrderKey, Output, PayKind,
+    PendingReply, PendingTxn, Shard, TxnRecord, TxnSlot, TxnState,
 };
 use crate::kind::{NetworkAction, TxnKind};
 use crate::message::{IdemKey, MerchantId, Request, Response, ResponseCode, TxnId};
@@ -46,7 +46,9 @@ impl Shard {
             TxnKind::AuthorizationHold => {
                 self.start_payment(now, token, req, key, fp, PayKind::Hold, out);
             }
-            TxnKind::Purchase => self.start_payment(now, token, req, key, fp, PayKind::Purchase, out),
+            TxnKind::Purchase => {
+                self.start_payment(now, token, req, key, fp, PayKind::Purchase, out)
+            }
             TxnKind::Completion => self.start_completion(now, token, req, key, fp, out),
             TxnKind::Reversal => self.start_reversal(now, token, req, key, fp, out),
             // Network management was answered above.
@@ -106,7 +108,14 @@ impl Shard {
     ) {
         let response = Response::plain(key.mti.response(), code);
         let expires = self.window_end(now);
-        self.idem.insert(key, IdemEntry::Done { fp, response: response.clone(), expires });
+        self.idem.insert(
+            key,
+            IdemEntry::Done {
+                fp,
+                response: response.clone(),
+                expires,
+            },
+        );
         self.reply(token, response, out);
     }
 
@@ -115,7 +124,14 @@ impl Shard {
         let expires = self.window_end(now);
         let waiters = match self.idem.remove(&key) {
             Some(IdemEntry::Pending(p)) => {
-                self.idem.insert(key, IdemEntry::Done { fp: p.fp, response: response.clone(), expires });
+                self.idem.insert(
+                    key,
+                    IdemEntry::Done {
+                        fp: p.fp,
+                        response: response.clone(),
+                        expires,
+                    },
+                );
                 p.waiters
             }
             // Already answered, or unknown: nothing is waiting (cannot happen by protocol).
@@ -168,16 +184,13 @@ impl Shard {
         out: &mut Vec<Output>,
     ) {
         let txn = req.own_txn();
-        let t = now.unix_secs();
+        self.forget_if_expired(&txn, now);
         match self.txns.get(&txn) {
-            Some(TxnSlot::Marker { expires }) if *expires > t => {
+            Some(TxnSlot::Marker { .. }) => {
                 // PROTOCOL.md 2, Reversals: its reversal came first; the late original is
                 // declined, and a later reversal of it answers 00 with no change.
                 self.record_declined(now, txn, kind, &req);
                 return self.answer(now, token, key, fp, ResponseCode::DoNotHonour, out);
-            }
-            Some(TxnSlot::Marker { .. }) => {
-                self.txns.remove(&txn);
             }
             Some(TxnSlot::Pending(_) | TxnSlot::Record(_)) => {
                 // Another original (the other of 0100/0200) already holds this 41 + 11 + 7:
@@ -195,7 +208,12 @@ impl Shard {
             merchant: req.merchant.unwrap_or(MerchantId::EMPTY),
             order_id: order_id.clone(),
         });
-        let pending = PendingReply { fp, waiters: vec![token], awaiting: 1, response: None };
+        let pending = PendingReply {
+            fp,
+            waiters: vec![token],
+            awaiting: 1,
+            response: None,
+        };
         self.idem.insert(key, IdemEntry::Pending(pending));
         let record = PendingTxn {
             key,
@@ -227,6 +245,19 @@ impl Shard {
         self.send(a, Msg::Authorize(Box::new(ctx)), out);
     }
 
+    /// Drops the slot of `txn` if the window no longer protects it, so that expiry does not
+    /// depend on when `purge_expired` last ran.
+    fn forget_if_expired(&mut self, txn: &TxnId, now: Now) {
+        let window = self.window_secs();
+        if self
+            .txns
+            .get(txn)
+            .is_some_and(|s| s.expired(now.unix_secs(), window))
+        {
+            self.txns.remove(txn);
+        }
+    }
+
     fn record_declined(&mut self, now: Now, txn: TxnId, kind: PayKind, req: &Request) {
         let record = TxnRecord {
             kind,
@@ -255,14 +286,26 @@ impl Shard {
         let mut queued = Vec::new();
         match self.txns.remove(&txn) {
             Some(TxnSlot::Pending(p)) if p.key == key => {
-                let PendingTxn { kind, pan, amount, currency, order, queued: q, .. } = *p;
+                let PendingTxn {
+                    kind,
+                    pan,
+                    amount,
+                    currency,
+                    order,
+                    queued: q,
+                    ..
+                } = *p;
                 queued = q;
                 let record = TxnRecord {
                     kind,
                     pan: Some(pan),
                     currency,
                     amount,
-                    state: if approved { TxnState::Approved { day } } else { TxnState::Declined },
+                    state: if approved {
+                        TxnState::Approved { day }
+                    } else {
+                        TxnState::Declined
+                    },
                     order: if approved { order } else { None },
                     since: now.unix_secs(),
                 };
@@ -274,8 +317,12 @@ impl Shard {
             None => {}
         }
         let approval_code = approved.then(|| self.next_approval_code());
-        let response =
-            Response { mti: key.mti.response(), code, approval_code, additional_amounts: None };
+        let response = Response {
+            mti: key.mti.response(),
+            code,
+            approval_code,
+            additional_amounts: None,
+        };
         self.finish(now, key, response, out);
         for (token, req) in queued {
             self.on_request(now, token, req, out);
@@ -293,6 +340,7 @@ impl Shard {
         out: &mut Vec<Output>,
     ) {
         let txn = req.target_txn();
+        self.forget_if_expired(&txn, now);
         let decision = match self.txns.get_mut(&txn) {
             Some(TxnSlot::Pending(p)) => {
                 p.queued.push((token, req));
@@ -322,6 +370,7 @@ impl Shard {
         out: &mut Vec<Output>,
     ) {
         let txn = req.target_txn();
+        self.forget_if_expired(&txn, now);
         let decision = match self.txns.get_mut(&txn) {
             Some(TxnSlot::Pending(p)) => {
                 p.queued.push((token, req));
@@ -362,13 +411,31 @@ impl Shard {
         out: &mut Vec<Output>,
     ) {
         let awaiting = 1 + u8::from(order.is_some());
-        let pending = PendingReply { fp, waiters: vec![token], awaiting, response: Some(response) };
+        let pending = PendingReply {
+            fp,
+            waiters: vec![token],
+            awaiting,
+            response: Some(response),
+        };
         self.idem.insert(key, IdemEntry::Pending(pending));
         let a = self.pan_shard(&pan);
-        self.send(a, Msg::Apply { home: self.id, key, pan, effect }, out);
+        self.send(
+            a,
+            Msg::Apply {
+                home: self.id,
+                key,
+                pan,
+                effect,
+            },
+            out,
+        );
         if let Some(order) = order {
             let o = order.shard(self.shard_count);
-            let msg = Msg::Release { order: Box::new(order), by: txn, ack: Some((self.id, key)) };
+            let msg = Msg::Release {
+                order: Box::new(order),
+                by: txn,
+                ack: Some((self.id, key)),
+            };
             self.send(o, msg, out);
         }
     }
@@ -426,7 +493,15 @@ fn decide_completion(
     let day = now.utc_day();
     rec.state = TxnState::Completed { amount, day };
     rec.since = now.unix_secs();
-    Ok((pan, Effect::Complete { held: rec.amount, hold_day, amount, day }))
+    Ok((
+        pan,
+        Effect::Complete {
+            held: rec.amount,
+            hold_day,
+            amount,
+            day,
+        },
+    ))
 }
 
 /// PROTOCOL.md 2, Reversals: the PAN must be the original's (25); a declined or already
@@ -443,8 +518,14 @@ fn decide_reversal(
     };
     let effect = match (rec.state, rec.kind) {
         (TxnState::Declined | TxnState::Reversed, _) => return Ok(None),
-        (TxnState::Approved { day }, PayKind::Hold) => Effect::ReleaseHold { amount: rec.amount, day },
-        (TxnState::Approved { day }, PayKind::Purchase) => Effect::Credit { amount: rec.amount, day },
+        (TxnState::Approved { day }, PayKind::Hold) => Effect::ReleaseHold {
+            amount: rec.amount,
+            day,
+        },
+        (TxnState::Approved { day }, PayKind::Purchase) => Effect::Credit {
+            amount: rec.amount,
+            day,
+        },
         (TxnState::Completed { amount, day }, _) => Effect::Credit { amount, day },
     };
     rec.state = TxnState::Reversed;

@@ -35,7 +35,10 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { idempotency_window_secs: 24 * 60 * 60, bins: BinTable::default() }
+        Self {
+            idempotency_window_secs: 24 * 60 * 60,
+            bins: BinTable::default(),
+        }
     }
 }
 
@@ -110,13 +113,30 @@ enum Msg {
     /// A -> O: reserve the order for this payment.
     Reserve(Box<AuthCtx>),
     /// O -> A: the reservation's outcome.
-    Reserved { ctx: Box<AuthCtx>, result: Result<(), ResponseCode> },
+    Reserved {
+        ctx: Box<AuthCtx>,
+        result: Result<(), ResponseCode>,
+    },
     /// A -> K: the decision on a hold or purchase; `day` is the UTC day it was counted in.
-    Decided { key: IdemKey, txn: TxnId, code: ResponseCode, day: i64 },
+    Decided {
+        key: IdemKey,
+        txn: TxnId,
+        code: ResponseCode,
+        day: i64,
+    },
     /// K -> A: apply a decided completion or reversal to the account.
-    Apply { home: usize, key: IdemKey, pan: Pan, effect: Effect },
+    Apply {
+        home: usize,
+        key: IdemKey,
+        pan: Pan,
+        effect: Effect,
+    },
     /// A or K -> O: reopen the order if `by` holds it; acknowledge to K when asked.
-    Release { order: Box<OrderKey>, by: TxnId, ack: Option<(usize, IdemKey)> },
+    Release {
+        order: Box<OrderKey>,
+        by: TxnId,
+        ack: Option<(usize, IdemKey)>,
+    },
     /// A or O -> K: an `Apply` or acknowledged `Release` is done.
     Applied { key: IdemKey },
 }
@@ -156,7 +176,12 @@ enum Effect {
     Credit { amount: i64, day: i64 },
     /// Completion: debit `amount` (day `day`) and release the whole hold `held` (day
     /// `hold_day`), so the completion replaces the hold towards the daily limit.
-    Complete { held: i64, hold_day: i64, amount: i64, day: i64 },
+    Complete {
+        held: i64,
+        hold_day: i64,
+        amount: i64,
+        day: i64,
+    },
 }
 
 /// An order's identity: DE 42 (trimmed) and DE 48.
@@ -168,7 +193,11 @@ struct OrderKey {
 
 impl OrderKey {
     fn shard(&self, shard_count: usize) -> usize {
-        placement::shard_for_order(self.merchant.as_bytes(), self.order_id.as_bytes(), shard_count)
+        placement::shard_for_order(
+            self.merchant.as_bytes(),
+            self.order_id.as_bytes(),
+            shard_count,
+        )
     }
 }
 
@@ -199,7 +228,11 @@ enum IdemEntry {
     /// The decision is in flight; retransmissions wait in `waiters`.
     Pending(PendingReply),
     /// Answered; replayed until `expires` (Unix seconds).
-    Done { fp: Fingerprint, response: Response, expires: i64 },
+    Done {
+        fp: Fingerprint,
+        response: Response,
+        expires: i64,
+    },
 }
 
 impl IdemEntry {
@@ -239,6 +272,22 @@ enum TxnSlot {
     Record(TxnRecord),
 }
 
+impl TxnSlot {
+    /// Whether the window no longer protects this slot at `t`. Open holds never expire: their
+    /// funds stay reserved until completed or reversed.
+    fn expired(&self, t: i64, window: i64) -> bool {
+        match self {
+            Self::Marker { expires } => *expires <= t,
+            Self::Pending(_) => false,
+            Self::Record(r) => {
+                let open_hold =
+                    r.kind == PayKind::Hold && matches!(r.state, TxnState::Approved { .. });
+                !open_hold && r.since.saturating_add(window) <= t
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct PendingTxn {
     key: IdemKey,
@@ -267,9 +316,14 @@ struct TxnRecord {
 enum TxnState {
     Declined,
     /// Approved on UTC day `day` (an open hold, or a purchase).
-    Approved { day: i64 },
+    Approved {
+        day: i64,
+    },
     /// A hold completed for `amount` on day `day`.
-    Completed { amount: i64, day: i64 },
+    Completed {
+        amount: i64,
+        day: i64,
+    },
     Reversed,
 }
 
@@ -470,7 +524,10 @@ impl Shard {
     pub fn load_account(&mut self, a: Account) -> Result<(), LoadError> {
         let owner = placement::shard_for_pan(a.pan.as_bytes(), self.shard_count);
         if owner != self.id {
-            return Err(LoadError::WrongShard { owner, shard: self.id });
+            return Err(LoadError::WrongShard {
+                owner,
+                shard: self.id,
+            });
         }
         if self.accounts.contains_key(&a.pan) {
             return Err(LoadError::DuplicateAccount(a.pan));
@@ -493,16 +550,29 @@ impl Shard {
 
     /// Adds an order; it must belong here (`shard_for_order`).
     pub fn load_order(&mut self, o: Order) -> Result<(), LoadError> {
-        let key = OrderKey { merchant: o.merchant_id, order_id: o.order_id };
+        let key = OrderKey {
+            merchant: o.merchant_id,
+            order_id: o.order_id,
+        };
         let owner = key.shard(self.shard_count);
         if owner != self.id {
-            return Err(LoadError::WrongShard { owner, shard: self.id });
+            return Err(LoadError::WrongShard {
+                owner,
+                shard: self.id,
+            });
         }
         if self.orders.contains_key(&key) {
-            return Err(LoadError::DuplicateOrder { merchant: key.merchant, order_id: key.order_id });
+            return Err(LoadError::DuplicateOrder {
+                merchant: key.merchant,
+                order_id: key.order_id,
+            });
         }
-        let state =
-            OrderState { amount: o.amount, currency: o.currency, status: o.status, paid_by: None };
+        let state = OrderState {
+            amount: o.amount,
+            currency: o.currency,
+            status: o.status,
+            paid_by: None,
+        };
         self.orders.insert(key, state);
         Ok(())
     }
@@ -529,17 +599,11 @@ impl Shard {
     /// calling this is about memory, not correctness.
     pub fn purge_expired(&mut self, now: Now) -> usize {
         let t = now.unix_secs();
-        let window = i64::try_from(self.config.idempotency_window_secs).unwrap_or(i64::MAX);
+        let window = self.window_secs();
         let before = self.idem.len() + self.txns.len();
-        self.idem.retain(|_, e| !matches!(e, IdemEntry::Done { expires, .. } if *expires <= t));
-        self.txns.retain(|_, slot| match slot {
-            TxnSlot::Marker { expires } => *expires > t,
-            TxnSlot::Pending(_) => true,
-            TxnSlot::Record(r) => {
-                let open_hold = r.kind == PayKind::Hold && matches!(r.state, TxnState::Approved { .. });
-                open_hold || r.since.saturating_add(window) > t
-            }
-        });
+        self.idem
+            .retain(|_, e| !matches!(e, IdemEntry::Done { expires, .. } if *expires <= t));
+        self.txns.retain(|_, slot| !slot.expired(t, window));
         before - (self.idem.len() + self.txns.len())
     }
 
@@ -550,12 +614,17 @@ impl Shard {
 
     /// Every account this shard owns.
     pub fn accounts(&self, now: Now) -> impl Iterator<Item = (Pan, AccountView)> + '_ {
-        self.accounts.iter().map(move |(pan, a)| (*pan, a.view(now.utc_day())))
+        self.accounts
+            .iter()
+            .map(move |(pan, a)| (*pan, a.view(now.utc_day())))
     }
 
     /// The order `(merchant, order_id)` if this shard owns it.
     pub fn order(&self, merchant: &MerchantId, order_id: &str) -> Option<OrderView> {
-        let key = OrderKey { merchant: *merchant, order_id: order_id.to_owned() };
+        let key = OrderKey {
+            merchant: *merchant,
+            order_id: order_id.to_owned(),
+        };
         self.orders.get(&key).map(|o| OrderView {
             amount: o.amount,
             currency: o.currency,
@@ -572,7 +641,10 @@ impl Shard {
             TxnSlot::Record(r) => match r.state {
                 TxnState::Declined => TxnView::Declined,
                 TxnState::Approved { .. } => TxnView::Approved { amount: r.amount },
-                TxnState::Completed { amount, .. } => TxnView::Completed { held: r.amount, amount },
+                TxnState::Completed { amount, .. } => TxnView::Completed {
+                    held: r.amount,
+                    amount,
+                },
                 TxnState::Reversed => TxnView::Reversed,
             },
         })
@@ -601,7 +673,14 @@ impl Shard {
         if home == self.id {
             self.on_request(now, token, req, out);
         } else {
-            self.send(home, Msg::Forward { token, req: Box::new(req) }, out);
+            self.send(
+                home,
+                Msg::Forward {
+                    token,
+                    req: Box::new(req),
+                },
+                out,
+            );
         }
     }
 
@@ -611,8 +690,18 @@ impl Shard {
             Msg::Authorize(ctx) => self.on_authorize(now, ctx, out),
             Msg::Reserve(ctx) => self.on_reserve(ctx, out),
             Msg::Reserved { ctx, result } => self.on_reserved(now, ctx, result, out),
-            Msg::Decided { key, txn, code, day } => self.on_decided(now, key, txn, code, day, out),
-            Msg::Apply { home, key, pan, effect } => self.on_apply(home, key, pan, effect, out),
+            Msg::Decided {
+                key,
+                txn,
+                code,
+                day,
+            } => self.on_decided(now, key, txn, code, day, out),
+            Msg::Apply {
+                home,
+                key,
+                pan,
+                effect,
+            } => self.on_apply(home, key, pan, effect, out),
             Msg::Release { order, by, ack } => self.on_release(&order, by, ack, out),
             Msg::Applied { key } => self.on_applied(now, key, out),
         }
@@ -630,7 +719,10 @@ impl Shard {
         if to == self.id {
             self.local.push_back(msg);
         } else {
-            out.push(Output::ToShard { shard: to, msg: PeerMsg(msg) });
+            out.push(Output::ToShard {
+                shard: to,
+                msg: PeerMsg(msg),
+            });
         }
     }
 
@@ -654,8 +746,13 @@ impl Shard {
         ApprovalCode::from_number(n)
     }
 
+    fn window_secs(&self) -> i64 {
+        i64::try_from(self.config.idempotency_window_secs).unwrap_or(i64::MAX)
+    }
+
     fn window_end(&self, now: Now) -> i64 {
-        now.plus_secs(self.config.idempotency_window_secs).unix_secs()
+        now.plus_secs(self.config.idempotency_window_secs)
+            .unix_secs()
     }
 }
 
@@ -690,6 +787,6 @@ fn minor_units(amount: Option<u64>) -> i64 {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod prop_tests;
+#[cfg(test)]
+mod tests;
