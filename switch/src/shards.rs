@@ -178,14 +178,9 @@ impl Worker {
             // Peers first: their messages finish decisions already under way.
             let now = wall_clock();
             let mut did = 0;
-            loop {
-                match self.peers.try_recv() {
-                    Ok(msg) => {
-                        self.inbound(now, msg);
-                        did += 1;
-                    }
-                    Err(_) => break,
-                }
+            while let Ok(msg) = self.peers.try_recv() {
+                self.inbound(now, msg);
+                did += 1;
             }
             while jobs_open && did < BATCH {
                 match self.jobs.try_recv() {
