@@ -147,6 +147,9 @@ enum Inbound {
     Reply { token: u64, response: Response },
 }
 
+/// How often a shard drops records older than the idempotency window.
+const PURGE_EVERY_SECS: u64 = 60;
+
 /// Bits of a token below the submitting shard's id.
 const TOKEN_SHARD_SHIFT: u32 = 40;
 
@@ -174,9 +177,18 @@ fn wall_clock() -> Now {
 impl Worker {
     fn run(mut self) {
         let mut jobs_open = true;
+        let mut next_purge = wall_clock().plus_secs(PURGE_EVERY_SECS);
         loop {
             // Peers first: their messages finish decisions already under way.
             let now = wall_clock();
+            if now >= next_purge {
+                // Keys older than the idempotency window; bounded memory on a long run.
+                let purged = self.shard.purge_expired(now);
+                if purged > 0 {
+                    tracing::debug!(shard = self.id, purged, "expired idempotency records purged");
+                }
+                next_purge = now.plus_secs(PURGE_EVERY_SECS);
+            }
             let mut did = 0;
             while let Ok(msg) = self.peers.try_recv() {
                 self.inbound(now, msg);
