@@ -736,10 +736,12 @@ impl Shard {
     }
 
     /// A cluster-unique approval code: the counter interleaved with the shard id, in base 36
-    /// (unique until 36^6 approvals in total).
+    /// (unique until 36^6 approvals in total). Counting starts at 1: some terminals read
+    /// `000000` as "no approval code".
     fn next_approval_code(&mut self) -> ApprovalCode {
         let n = self
             .approvals
+            .wrapping_add(1)
             .wrapping_mul(self.shard_count as u64)
             .wrapping_add(self.id as u64);
         self.approvals = self.approvals.wrapping_add(1);
