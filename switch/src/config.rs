@@ -51,6 +51,28 @@ pub struct Config {
     pub proxy_protocol: bool,
     /// tracing filter, e.g. `info` or `switch=debug`.
     pub log: String,
+    /// BIN ranges served here or declined with a code; a card no range covers is served.
+    /// TOML: `[[bins]] low = "412345" high = "412399" action = "decline" code = "05"`.
+    pub bins: Vec<BinRule>,
+}
+
+/// One BIN range of the configuration (6 to 8 digit prefixes; the most specific range wins).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinRule {
+    pub low: String,
+    pub high: String,
+    pub action: BinRuleAction,
+    /// The DE 39 code for `decline` (for example `05` or `57`).
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BinRuleAction {
+    Serve,
+    Decline,
 }
 
 impl Default for Config {
@@ -71,6 +93,7 @@ impl Default for Config {
             idempotency_window_secs: 86_400,
             proxy_protocol: false,
             log: "info".into(),
+            bins: Vec::new(),
         }
     }
 }
@@ -132,6 +155,7 @@ impl Config {
         if self.idempotency_window_secs < 60 {
             return invalid("idempotency_window_secs", "must be at least 60");
         }
+        self.bin_table()?;
         if let Err(e) = codec::load_spec(&self.spec) {
             return Err(ConfigError::Invalid {
                 key: "spec",
@@ -139,6 +163,46 @@ impl Config {
             });
         }
         Ok(())
+    }
+
+    /// The engine's BIN table from `bins`.
+    pub fn bin_table(&self) -> Result<routing::BinTable, ConfigError> {
+        let invalid = |reason: String| ConfigError::Invalid {
+            key: "bins",
+            reason,
+        };
+        let entries = self
+            .bins
+            .iter()
+            .enumerate()
+            .map(|(i, rule)| {
+                let action = match (rule.action, rule.code.as_deref()) {
+                    (BinRuleAction::Serve, None) => routing::BinAction::Serve,
+                    (BinRuleAction::Decline, Some(code)) => {
+                        match routing::ResponseCode::from_wire(code.as_bytes()) {
+                            Some(c) if !c.is_approved() => routing::BinAction::Decline(c),
+                            _ => {
+                                return Err(invalid(format!(
+                                    "#{i}: {code:?} is not a decline code"
+                                )))
+                            }
+                        }
+                    }
+                    (BinRuleAction::Decline, None) => {
+                        return Err(invalid(format!("#{i}: decline needs a code")))
+                    }
+                    (BinRuleAction::Serve, Some(_)) => {
+                        return Err(invalid(format!("#{i}: serve takes no code")))
+                    }
+                };
+                Ok(routing::bins::BinRangeEntry {
+                    low: rule.low.clone(),
+                    high: rule.high.clone(),
+                    action,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        routing::BinTable::from_entries(&entries).map_err(|e| invalid(e.to_string()))
     }
 
     pub fn shard_count(&self) -> usize {
@@ -179,6 +243,29 @@ mod tests {
         let e = toml::from_str::<Config>("listen = \"127.0.0.1:1\"\nlisten_port = 5\n")
             .expect_err("unknown key");
         assert!(e.to_string().contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn bin_rules_parse_and_validate() {
+        let c: Config = toml::from_str(
+            "[[bins]]\nlow = \"412345\"\nhigh = \"412399\"\naction = \"decline\"\ncode = \"57\"\n",
+        )
+        .expect("parses");
+        c.validate().expect("valid");
+        let pan = routing::Pan::from_digits(b"4123450000000000").expect("pan");
+        assert_eq!(
+            c.bin_table().expect("table").action(&pan),
+            routing::BinAction::Decline(routing::ResponseCode::NotPermitted)
+        );
+        let bad: Config = toml::from_str(
+            "[[bins]]\nlow = \"412345\"\nhigh = \"412399\"\naction = \"decline\"\ncode = \"00\"\n",
+        )
+        .expect("parses");
+        assert!(bad
+            .validate()
+            .expect_err("00 declines nothing")
+            .to_string()
+            .starts_with("bins:"));
     }
 
     #[test]

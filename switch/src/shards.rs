@@ -185,7 +185,11 @@ impl Worker {
                 // Keys older than the idempotency window; bounded memory on a long run.
                 let purged = self.shard.purge_expired(now);
                 if purged > 0 {
-                    tracing::debug!(shard = self.id, purged, "expired idempotency records purged");
+                    tracing::debug!(
+                        shard = self.id,
+                        purged,
+                        "expired idempotency records purged"
+                    );
                 }
                 next_purge = now.plus_secs(PURGE_EVERY_SECS);
             }

@@ -64,7 +64,7 @@ pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Vec<Shard>> {
     };
     let engine = EngineConfig {
         idempotency_window_secs: config.idempotency_window_secs,
-        ..EngineConfig::default()
+        bins: config.bin_table()?,
     };
     let (n_accounts, n_orders) = (accounts.len(), orders.len());
     let shards = routing::build_shards(shard_count, &engine, accounts, orders)?;

@@ -352,13 +352,20 @@ async fn idle_connections_close_and_echoes_keep_them_alive() {
     let mut chatty = sw.client().await;
     for i in 0..4u32 {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        let echo = [(7, "1126104500".to_owned()), (11, format!("{:06}", i + 1)), (70, "301".to_owned())];
+        let echo = [
+            (7, "1126104500".to_owned()),
+            (11, format!("{:06}", i + 1)),
+            (70, "301".to_owned()),
+        ];
         assert_eq!(chatty.call("0800", &echo).await.code(), "00");
     }
     // 1.6 s of silence: the silent connection has been closed by the switch.
-    let closed = tokio::time::timeout(Duration::from_secs(5), futures::StreamExt::next(&mut silent.framed))
-        .await
-        .expect("closed in time");
+    let closed = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::StreamExt::next(&mut silent.framed),
+    )
+    .await
+    .expect("closed in time");
     assert!(closed.is_none(), "idle connection closed");
     let (_, metrics) = sw.admin_get("/metrics").await;
     assert!(metric(&metrics, "switch_connections_closed_total{reason=\"idle\"}") >= 1.0);
