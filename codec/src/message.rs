@@ -564,16 +564,25 @@ impl<'m> Field<'m> {
         if self.def.class != ContentClass::N || self.units > 19 {
             return None;
         }
-        let mut acc = 0u64;
-        let mut ok = true;
-        self.value().for_each_char(|c| {
-            if c.is_ascii_digit() {
-                acc = acc * 10 + u64::from(c - b'0');
-            } else {
-                ok = false;
+        match self.def.encoding {
+            // Straight from the wire bytes: no UTF-8 check, no per-character closure.
+            Encoding::Ascii => self.wire.iter().try_fold(0u64, |acc, &c| {
+                let d = c.wrapping_sub(b'0');
+                (d < 10).then(|| acc * 10 + u64::from(d))
+            }),
+            _ => {
+                let mut acc = 0u64;
+                let mut ok = true;
+                self.value().for_each_char(|c| {
+                    if c.is_ascii_digit() {
+                        acc = acc * 10 + u64::from(c - b'0');
+                    } else {
+                        ok = false;
+                    }
+                });
+                ok.then_some(acc)
             }
-        });
-        ok.then_some(acc)
+        }
     }
 
     /// Copies the value's characters into `buf` (binary fields as upper-case hex) and returns
