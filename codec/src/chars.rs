@@ -57,7 +57,7 @@ fn mask(class: ContentClass) -> u8 {
 }
 
 /// Whether ASCII `text` is valid content of `class`.
-#[inline]
+#[inline(always)]
 pub(crate) fn text_ok(class: ContentClass, text: &[u8]) -> bool {
     match class {
         ContentClass::B => true,

@@ -29,6 +29,30 @@ enum Slot<'v> {
     Wire { wire: &'v [u8], units: u16 },
 }
 
+impl<'v> Slot<'v> {
+    /// Field `n` of `msg` as wire bytes to copy; `None` when the message lacks it. Only between
+    /// messages of one spec: the bytes are not re-encoded.
+    fn copied(
+        spec: &Spec,
+        msg: &'v Message<'_>,
+        n: usize,
+    ) -> Result<Option<Slot<'v>>, EncodeError> {
+        let Some(field) = msg.field(n) else {
+            return Ok(None);
+        };
+        if !std::ptr::eq(msg.spec(), spec) && msg.spec() != spec {
+            return Err(EncodeError::Field {
+                field: n as u8,
+                kind: FieldErrorKind::SpecMismatch,
+            });
+        }
+        Ok(Some(Slot::Wire {
+            wire: field.wire(),
+            units: field.len() as u16,
+        }))
+    }
+}
+
 /// Builds one message. Values are borrowed until [`MessageBuilder::encode_into`].
 pub struct MessageBuilder<'s, 'v> {
     spec: &'s Spec,
@@ -118,22 +142,10 @@ impl<'s, 'v> MessageBuilder<'s, 'v> {
     /// Copies field `n` from a message decoded with the same spec, byte for byte. Does nothing
     /// when the message lacks the field.
     pub fn copy_from(&mut self, msg: &'v Message<'_>, n: usize) -> Result<&mut Self, EncodeError> {
-        let Some(field) = msg.field(n) else {
-            return Ok(self);
-        };
-        if !std::ptr::eq(msg.spec(), self.spec) && msg.spec() != self.spec {
-            return Err(EncodeError::Field {
-                field: n as u8,
-                kind: FieldErrorKind::SpecMismatch,
-            });
+        match Slot::copied(self.spec, msg, n)? {
+            Some(slot) => self.put(n, slot),
+            None => Ok(self),
         }
-        self.put(
-            n,
-            Slot::Wire {
-                wire: field.wire(),
-                units: field.len() as u16,
-            },
-        )
     }
 
     /// Removes a field.
@@ -155,62 +167,209 @@ impl<'s, 'v> MessageBuilder<'s, 'v> {
 
     /// Appends the encoded message to `dst`. On error `dst` is left as it was.
     pub fn encode_into(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
-        let start = dst.len();
-        let result = self.write(dst);
-        if result.is_err() {
-            dst.truncate(start);
-        }
-        result
-    }
-
-    fn write(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
-        let spec = self.spec;
-        if self.header.len() != spec.header_len() {
-            return Err(EncodeError::Header {
-                len: self.header.len(),
-                expected: spec.header_len(),
-            });
-        }
-        let mut bitmap = self.present;
-        if bitmap[2] != 0 {
-            bitmap[1] |= 1 << 63; // DE 65: tertiary bitmap follows
-        }
-        if bitmap[1] != 0 {
-            bitmap[0] |= 1 << 63; // DE 1: secondary bitmap follows
-        }
-        dst.reserve(spec.header_len() + spec.mti_len() + 3 * spec.bitmap_len() + 256);
-        dst.put_slice(self.header);
-        write_mti(spec.mti_encoding(), self.mti, dst);
-        write_bitmap(spec.bitmap_encoding(), bitmap[0], dst);
-        if bitmap[0] & (1 << 63) != 0 {
-            write_bitmap(spec.bitmap_encoding(), bitmap[1], dst);
-        }
-        for (word, &bits) in bitmap.iter().enumerate() {
+        let mut w = MessageWriter::with_header(self.spec, self.header, self.mti, dst)?;
+        for (word, &bits) in self.present.iter().enumerate() {
             let mut bits = bits;
-            if word == 0 {
-                bits &= !(1 << 63);
-            }
             while bits != 0 {
                 let lz = bits.leading_zeros() as usize;
                 bits &= !(1u64 << (63 - lz));
                 let n = word * 64 + lz + 1;
-                if n == 65 {
-                    write_bitmap(spec.bitmap_encoding(), bitmap[2], dst);
-                    continue;
+                if let Some(slot) = self.slots.get(n) {
+                    w.put(n, *slot)?;
                 }
-                let (Some(def), Some(slot)) = (spec.field(n), self.slots.get(n)) else {
-                    return Err(EncodeError::Field {
-                        field: n as u8,
-                        kind: FieldErrorKind::Undefined,
-                    });
-                };
-                write_field(def, *slot, dst).map_err(|kind| EncodeError::Field {
-                    field: n as u8,
-                    kind,
-                })?;
             }
         }
+        w.finish()
+    }
+}
+
+// ===== MessageWriter =====
+
+/// Writes a message straight into the caller's buffer as fields are given, in ascending field
+/// order; the bitmaps are patched in by [`MessageWriter::finish`]. This is the encoder's fast
+/// path (a response is written without building a table of values first);
+/// [`MessageBuilder`] takes fields in any order and uses it.
+///
+/// On any error, and if the writer is dropped without `finish`, the buffer is truncated back
+/// to where the message began.
+pub struct MessageWriter<'s, 'd> {
+    spec: &'s Spec,
+    dst: &'d mut BytesMut,
+    /// Where the message begins in `dst`.
+    start: usize,
+    /// Where the primary bitmap is (the secondary follows it when present).
+    bitmap_at: usize,
+    /// Where the first field above 64 begins: DE 65, the tertiary bitmap, goes there.
+    above_64_at: Option<usize>,
+    bits: [u64; 3],
+    last: usize,
+    done: bool,
+}
+
+impl std::fmt::Debug for MessageWriter<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageWriter")
+            .field("spec", &self.spec.name())
+            .field("last_field", &self.last)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'s, 'd> MessageWriter<'s, 'd> {
+    /// Starts a message (for specs without a header).
+    pub fn new(spec: &'s Spec, mti: Mti, dst: &'d mut BytesMut) -> Result<Self, EncodeError> {
+        MessageWriter::with_header(spec, &[], mti, dst)
+    }
+
+    /// Starts a message with the spec's fixed header.
+    pub fn with_header(
+        spec: &'s Spec,
+        header: &[u8],
+        mti: Mti,
+        dst: &'d mut BytesMut,
+    ) -> Result<Self, EncodeError> {
+        if header.len() != spec.header_len() {
+            return Err(EncodeError::Header {
+                len: header.len(),
+                expected: spec.header_len(),
+            });
+        }
+        let start = dst.len();
+        dst.reserve(spec.header_len() + spec.mti_len() + 3 * spec.bitmap_len() + 256);
+        dst.put_slice(header);
+        write_mti(spec.mti_encoding(), mti, dst);
+        let bitmap_at = dst.len();
+        dst.put_bytes(0, spec.bitmap_len());
+        Ok(MessageWriter {
+            spec,
+            dst,
+            start,
+            bitmap_at,
+            above_64_at: None,
+            bits: [0; 3],
+            last: 1,
+            done: false,
+        })
+    }
+
+    /// Sets a field from its text form (see [`MessageBuilder::set`]).
+    pub fn set(&mut self, n: usize, text: &str) -> Result<&mut Self, EncodeError> {
+        self.put(n, Slot::Text(text.as_bytes()))
+    }
+
+    /// Sets a binary (`b`) field from raw bytes.
+    pub fn set_bytes(&mut self, n: usize, bytes: &[u8]) -> Result<&mut Self, EncodeError> {
+        self.put(n, Slot::Bytes(bytes))
+    }
+
+    /// Sets a numeric field; fixed fields are zero-padded to their length.
+    pub fn set_u64(&mut self, n: usize, value: u64) -> Result<&mut Self, EncodeError> {
+        self.put(n, Slot::Number(value))
+    }
+
+    /// Copies field `n` byte for byte from a message decoded with the same spec; nothing when
+    /// the message lacks it.
+    pub fn copy_from(&mut self, msg: &Message<'_>, n: usize) -> Result<&mut Self, EncodeError> {
+        match Slot::copied(self.spec, msg, n) {
+            Ok(Some(slot)) => self.put(n, slot),
+            Ok(None) => Ok(self),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail<T>(&mut self, e: EncodeError) -> Result<T, EncodeError> {
+        self.done = true;
+        self.dst.truncate(self.start);
+        Err(e)
+    }
+
+    /// Makes room for a bitmap at `at`, moving what follows.
+    fn insert_bitmap(&mut self, at: usize) {
+        let k = self.spec.bitmap_len();
+        let end = self.dst.len();
+        self.dst.put_bytes(0, k);
+        self.dst.copy_within(at..end, at + k);
+    }
+
+    fn put(&mut self, n: usize, slot: Slot<'_>) -> Result<&mut Self, EncodeError> {
+        if self.done || n <= self.last || n == 65 || n > MAX_FIELD {
+            // Out of order, repeated, a bitmap, or after an error.
+            return self.fail(EncodeError::FieldNumber(n));
+        }
+        let Some(def) = self.spec.field(n) else {
+            return self.fail(EncodeError::Field {
+                field: n as u8,
+                kind: FieldErrorKind::Undefined,
+            });
+        };
+        if n > 64 && self.above_64_at.is_none() {
+            // The secondary bitmap goes right after the primary.
+            self.insert_bitmap(self.bitmap_at + self.spec.bitmap_len());
+            self.above_64_at = Some(self.dst.len());
+        }
+        if n > 128 && self.bits[2] == 0 {
+            // DE 65 (the tertiary bitmap) stands where fields above 64 begin.
+            let at = self.above_64_at.unwrap_or(self.dst.len());
+            self.insert_bitmap(at);
+        }
+        if let Err(kind) = write_field(def, slot, self.dst) {
+            return self.fail(EncodeError::Field {
+                field: n as u8,
+                kind,
+            });
+        }
+        let (w, b) = bit(n);
+        self.bits[w] |= b;
+        self.last = n;
+        Ok(self)
+    }
+
+    /// Patches the bitmaps; the message is complete in the buffer.
+    pub fn finish(mut self) -> Result<(), EncodeError> {
+        if self.done {
+            return Err(EncodeError::FieldNumber(self.last));
+        }
+        let mut bits = self.bits;
+        if bits[2] != 0 {
+            bits[1] |= 1 << 63;
+        }
+        if bits[1] != 0 {
+            bits[0] |= 1 << 63;
+        }
+        let k = self.spec.bitmap_len();
+        self.patch_bitmap(self.bitmap_at, bits[0]);
+        if bits[1] != 0 {
+            self.patch_bitmap(self.bitmap_at + k, bits[1]);
+        }
+        if let (true, Some(at)) = (bits[2] != 0, self.above_64_at) {
+            self.patch_bitmap(at, bits[2]);
+        }
+        self.done = true;
         Ok(())
+    }
+
+    fn patch_bitmap(&mut self, at: usize, bits: u64) {
+        let enc = self.spec.bitmap_encoding();
+        let Some(slot) = self.dst.get_mut(at..at + self.spec.bitmap_len()) else {
+            return;
+        };
+        match enc {
+            BitmapEncoding::Binary => slot.copy_from_slice(&bits.to_be_bytes()),
+            BitmapEncoding::Hex => {
+                for (i, c) in slot.iter_mut().enumerate() {
+                    *c = chars::HEX_UPPER[((bits >> ((15 - i) * 4)) & 0xf) as usize];
+                }
+            }
+        }
+    }
+}
+
+impl Drop for MessageWriter<'_, '_> {
+    fn drop(&mut self) {
+        if !self.done {
+            // Abandoned half-written: leave the buffer as it was.
+            self.dst.truncate(self.start);
+        }
     }
 }
 
@@ -222,17 +381,6 @@ fn write_mti(enc: MtiEncoding, mti: Mti, dst: &mut BytesMut) {
         MtiEncoding::Bcd => {
             dst.put_u8((d[0] - b'0') << 4 | (d[1] - b'0'));
             dst.put_u8((d[2] - b'0') << 4 | (d[3] - b'0'));
-        }
-    }
-}
-
-fn write_bitmap(enc: BitmapEncoding, bits: u64, dst: &mut BytesMut) {
-    match enc {
-        BitmapEncoding::Binary => dst.put_u64(bits),
-        BitmapEncoding::Hex => {
-            for i in (0..16).rev() {
-                dst.put_u8(chars::HEX_UPPER[((bits >> (i * 4)) & 0xf) as usize]);
-            }
         }
     }
 }
@@ -252,6 +400,7 @@ fn digits(mut v: u64) -> ([u8; 20], usize) {
     (buf, i)
 }
 
+#[inline]
 fn write_field(def: &FieldDef, slot: Slot<'_>, dst: &mut BytesMut) -> Result<(), FieldErrorKind> {
     match slot {
         Slot::Empty => Err(FieldErrorKind::Undefined),
@@ -295,10 +444,17 @@ fn write_field(def: &FieldDef, slot: Slot<'_>, dst: &mut BytesMut) -> Result<(),
             check_len(def, bytes.len())?;
             write_prefix(def, bytes.len(), dst)?;
             match def.encoding {
-                Encoding::Hex => bytes.iter().for_each(|&b| {
-                    dst.put_u8(chars::HEX_UPPER[(b >> 4) as usize]);
-                    dst.put_u8(chars::HEX_UPPER[(b & 0xf) as usize]);
-                }),
+                Encoding::Hex => {
+                    // Through a stack buffer: one capacity check per 32 bytes, not per digit.
+                    for chunk in bytes.chunks(32) {
+                        let mut tmp = [0u8; 64];
+                        for (pair, &b) in tmp.chunks_exact_mut(2).zip(chunk) {
+                            pair[0] = chars::HEX_UPPER[(b >> 4) as usize];
+                            pair[1] = chars::HEX_UPPER[(b & 0xf) as usize];
+                        }
+                        dst.put_slice(&tmp[..2 * chunk.len()]);
+                    }
+                }
                 _ => dst.put_slice(bytes),
             }
             Ok(())
@@ -333,6 +489,7 @@ fn write_padded_number(
     Ok(())
 }
 
+#[inline]
 fn check_len(def: &FieldDef, units: usize) -> Result<(), FieldErrorKind> {
     let max = def.max as usize;
     if def.is_fixed() && units != max {
@@ -347,21 +504,37 @@ fn check_len(def: &FieldDef, units: usize) -> Result<(), FieldErrorKind> {
     Ok(())
 }
 
+#[inline(always)]
 fn write_prefix(def: &FieldDef, units: usize, dst: &mut BytesMut) -> Result<(), FieldErrorKind> {
-    let digits_n = def.prefix_digits();
-    if digits_n == 0 {
+    if def.is_fixed() {
         return Ok(());
     }
+    write_variable_prefix(def, units, dst)
+}
+
+fn write_variable_prefix(
+    def: &FieldDef,
+    units: usize,
+    dst: &mut BytesMut,
+) -> Result<(), FieldErrorKind> {
+    let digits_n = def.prefix_digits();
     let n = def.prefix_value(units);
-    let (buf, _) = digits(n as u64);
-    let ds = &buf[20 - digits_n..];
+    // At most four digits (LLLL): constant divisors, no loop.
+    let m = (n % 10_000) as u32;
+    let buf = [
+        b'0' + (m / 1000) as u8,
+        b'0' + (m / 100 % 10) as u8,
+        b'0' + (m / 10 % 10) as u8,
+        b'0' + (m % 10) as u8,
+    ];
+    let ds = &buf[4 - digits_n..];
     match def.prefix {
         PrefixEncoding::Ascii => dst.put_slice(ds),
         PrefixEncoding::Ebcdic => ds.iter().for_each(|&c| dst.put_u8(chars::to_ebcdic(c))),
         PrefixEncoding::Bcd => {
             // LL: 1 byte; LLL and LLLL: 2 bytes (LLL's first nibble is 0).
             let bytes = def.prefix_len();
-            let ds = &buf[20 - 2 * bytes..];
+            let ds = &buf[4 - 2 * bytes..];
             for pair in ds.chunks_exact(2) {
                 dst.put_u8((pair[0] - b'0') << 4 | (pair[1] - b'0'));
             }
@@ -382,6 +555,7 @@ fn write_prefix(def: &FieldDef, units: usize, dst: &mut BytesMut) -> Result<(), 
 }
 
 /// Writes a value given in text form, checking its class and length.
+#[inline]
 fn write_text(def: &FieldDef, text: &[u8], dst: &mut BytesMut) -> Result<(), FieldErrorKind> {
     let bad = FieldErrorKind::Content(ClassName(def.class));
     if def.class == ContentClass::B {
@@ -441,4 +615,104 @@ fn write_text(def: &FieldDef, text: &[u8], dst: &mut BytesMut) -> Result<(), Fie
         Encoding::Binary | Encoding::Hex => return Err(bad),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builtin;
+
+    fn mti(s: &str) -> Mti {
+        Mti::parse(s).expect("mti")
+    }
+
+    #[test]
+    fn writer_places_secondary_and_tertiary_bitmaps_where_iso_8583_puts_them() {
+        for name in crate::BUILTIN_NAMES {
+            let spec = builtin(name).expect("spec");
+            let mut out = BytesMut::from(&b"keep"[..]);
+            let mut w = MessageWriter::new(spec, mti("0200"), &mut out).expect("start");
+            w.set(2, "4761739001010010").expect("2");
+            w.set(11, "000001").expect("11");
+            w.set(70, "301").expect("70");
+            w.set(130, "tertiary").expect("130");
+            w.finish().expect("finish");
+            assert_eq!(&out[..4], b"keep", "what was in the buffer stays");
+            let frame = out.split_off(4).freeze();
+            let msg = Message::decode(spec, frame).expect("decodes");
+            let got: Vec<(usize, String)> =
+                msg.fields().map(|f| (f.number(), f.to_string())).collect();
+            assert_eq!(
+                got,
+                vec![
+                    (2, "4761739001010010".into()),
+                    (11, "000001".into()),
+                    (70, "301".into()),
+                    (130, "tertiary".into())
+                ],
+                "{name}"
+            );
+            let [p, s, t] = msg.bitmaps();
+            assert_eq!(p >> 63, 1, "DE 1 set");
+            assert_eq!(s >> 63, 1, "DE 65 set");
+            assert_eq!(t, 1u64 << (63 - 1), "only DE 130 in the tertiary bitmap");
+        }
+    }
+
+    #[test]
+    fn writer_refuses_out_of_order_fields_and_leaves_the_buffer_as_it_was() {
+        let spec = builtin("iso87-binary").expect("spec");
+        let mut out = BytesMut::from(&b"prior frame"[..]);
+        let mut w = MessageWriter::new(spec, mti("0210"), &mut out).expect("start");
+        w.set(11, "000001").expect("11");
+        assert_eq!(
+            w.set(4, "000000000100").err(),
+            Some(EncodeError::FieldNumber(4))
+        );
+        assert!(w.set(39, "00").is_err(), "a failed writer stays failed");
+        assert!(w.finish().is_err());
+        assert_eq!(&out[..], b"prior frame");
+    }
+
+    #[test]
+    fn writer_dropped_unfinished_or_failing_content_leaves_the_buffer_as_it_was() {
+        let spec = builtin("iso87-bcd").expect("spec");
+        let mut out = BytesMut::from(&b"x"[..]);
+        {
+            let mut w = MessageWriter::new(spec, mti("0210"), &mut out).expect("start");
+            w.set(11, "000001").expect("11");
+        }
+        assert_eq!(&out[..], b"x");
+        let mut w = MessageWriter::new(spec, mti("0210"), &mut out).expect("start");
+        assert!(matches!(
+            w.set(4, "12AB"),
+            Err(EncodeError::Field { field: 4, .. })
+        ));
+        drop(w);
+        assert_eq!(&out[..], b"x");
+    }
+
+    #[test]
+    fn builder_and_writer_agree_whatever_the_order_fields_were_given_in() {
+        let spec = builtin("iso87-ascii").expect("spec");
+        let mut b = MessageBuilder::new(spec, mti("0800"));
+        b.set(70, "301")
+            .expect("70")
+            .set(7, "1126104500")
+            .expect("7")
+            .set(11, "000009")
+            .expect("11");
+        let mut from_builder = BytesMut::new();
+        b.encode_into(&mut from_builder).expect("builder");
+        let mut from_writer = BytesMut::new();
+        let mut w = MessageWriter::new(spec, mti("0800"), &mut from_writer).expect("start");
+        w.set(7, "1126104500")
+            .expect("7")
+            .set(11, "000009")
+            .expect("11")
+            .set_u64(70, 301)
+            .expect("70");
+        w.finish().expect("finish");
+        assert_eq!(from_builder, from_writer);
+    }
 }

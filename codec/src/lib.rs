@@ -38,7 +38,7 @@ pub mod spec;
 mod spec_json;
 
 pub use builtin::{builtin, BUILTIN_NAMES};
-pub use encode::MessageBuilder;
+pub use encode::{MessageBuilder, MessageWriter};
 pub use error::{DecodeError, EncodeError, FieldErrorKind};
 pub use message::{Field, Message, Mti, Value};
 pub use spec::{FieldDef, Spec, SpecError};

@@ -3,17 +3,10 @@
 //! unsupported MTIs), and writes responses that echo the request's fields.
 
 use bytes::BytesMut;
-use codec::{EncodeError, Message, MessageBuilder, Mti};
+use codec::{EncodeError, Message, MessageWriter, Mti};
 use routing::{MerchantId, OriginalData, Pan, ProcessingCode, Request, TerminalId, Yymm};
 
 use crate::metrics::SkipReason;
-
-/// Fields a response echoes when the request had them (PROTOCOL.md section 2). The PAN is
-/// echoed as received: masking is for logs, not the wire.
-pub const ECHO_FIELDS: [usize; 11] = [2, 3, 4, 7, 11, 12, 13, 37, 41, 42, 49];
-
-/// Fields a network management response echoes.
-pub const NETWORK_ECHO_FIELDS: [usize; 4] = [7, 11, 41, 70];
 
 /// What to do with one decoded frame.
 #[derive(Debug)]
@@ -150,27 +143,47 @@ pub struct Answer<'a> {
     pub network: bool,
 }
 
-/// Writes the response to `request` (body only; the caller frames it).
+/// Writes the response to `request` (body only; the caller frames it), fields in ascending
+/// order straight into `dst`: the echoed ones copied byte for byte, then 38, 39 and 54 where
+/// they belong.
 pub fn write_response(
     request: &Message<'_>,
     answer: Answer<'_>,
     dst: &mut BytesMut,
 ) -> Result<(), EncodeError> {
-    let mut b = MessageBuilder::new(request.spec(), answer.response_mti);
-    let echo: &[usize] = if answer.network {
-        &NETWORK_ECHO_FIELDS
+    let mut w = MessageWriter::new(request.spec(), answer.response_mti, dst)?;
+    let order: &[usize] = if answer.network {
+        &NETWORK_RESPONSE_ORDER
     } else {
-        &ECHO_FIELDS
+        &RESPONSE_ORDER
     };
-    for &n in echo {
-        b.copy_from(request, n)?;
+    for &n in order {
+        match n {
+            38 => {
+                if let Some(code) = answer.approval_code {
+                    w.set(38, code)?;
+                }
+            }
+            39 => {
+                w.set(39, answer.code)?;
+            }
+            54 => {
+                if let Some(amounts) = answer.additional_amounts {
+                    w.set(54, amounts)?;
+                }
+            }
+            _ => {
+                w.copy_from(request, n)?;
+            }
+        }
     }
-    b.set(39, answer.code)?;
-    if let Some(code) = answer.approval_code {
-        b.set(38, code)?;
-    }
-    if let Some(amounts) = answer.additional_amounts {
-        b.set(54, amounts)?;
-    }
-    b.encode_into(dst)
+    w.finish()
 }
+
+/// A response's fields in order: those it echoes when the request had them (2, 3, 4, 7, 11,
+/// 12, 13, 37, 41, 42, 49; PROTOCOL.md section 2; the PAN as received, masking is for logs, not
+/// the wire) and those the switch adds (38, 39, 54).
+const RESPONSE_ORDER: [usize; 14] = [2, 3, 4, 7, 11, 12, 13, 37, 38, 39, 41, 42, 49, 54];
+
+/// A network management response: 7, 11, 41, 70 echoed, 39 added.
+const NETWORK_RESPONSE_ORDER: [usize; 5] = [7, 11, 39, 41, 70];
