@@ -33,6 +33,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub max_in_flight: usize,
     pub idle_timeout: Option<Duration>,
+    /// Every connection must begin with a PROXY v2 header (see [`crate::proxy`]).
+    pub proxy_protocol: bool,
 }
 
 /// The switch's shutdown phases, as connections see them.
@@ -227,7 +229,7 @@ impl Connection {
         Ok(true)
     }
 
-    async fn route(&mut self, msg: Message<'static>, request: Box<routing::Request>) {
+    async fn route(&mut self, msg: Message<'static>, request: routing::Request) {
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -289,7 +291,7 @@ impl Connection {
         self.free.push(slot);
         self.in_flight -= 1;
         self.shared.metrics.in_flight.dec();
-        let Some(response_mti) = codec::Mti::new(response_mti_digits(response)) else {
+        let Some(response_mti) = codec::Mti::new(response.mti.to_digits()) else {
             return;
         };
         let answer = Answer {
@@ -325,8 +327,4 @@ impl Connection {
     fn framing_lost(&self) -> bool {
         self.pending_close && self.in_flight == 0
     }
-}
-
-fn response_mti_digits(response: &Response) -> [u8; 4] {
-    response.mti.to_digits()
 }

@@ -12,7 +12,7 @@ use crate::metrics::SkipReason;
 #[derive(Debug)]
 pub enum Action {
     /// Send to the authorization shards.
-    Route(Box<Request>),
+    Route(Request),
     /// Answer now, without a shard.
     Answer {
         response_mti: Mti,
@@ -49,7 +49,7 @@ pub fn classify(msg: &Message<'_>) -> Action {
     match base(msg.mti()) {
         800 => network_management(msg, response_mti),
         100 | 200 | 220 | 400 | 420 => match financial(msg) {
-            Some(req) => Action::Route(Box::new(req)),
+            Some(req) => Action::Route(req),
             None if msg.has(11) => format_error,
             None => Action::Skip(SkipReason::NoStan),
         },

@@ -14,6 +14,7 @@ pub mod config;
 pub mod connection;
 pub mod iso;
 pub mod metrics;
+pub mod proxy;
 pub mod server;
 pub mod shards;
 pub mod store;

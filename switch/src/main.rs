@@ -89,6 +89,17 @@ struct ServeArgs {
     /// Seconds the drain may take after SIGTERM [default: 15].
     #[arg(long, env = "SWITCH_GRACE_PERIOD")]
     grace_period: Option<u64>,
+    /// Require a PROXY protocol v2 header on every ISO connection (behind HAProxy or an NLB)
+    /// [default: false]; `--proxy-protocol` alone means true.
+    #[arg(
+        long,
+        env = "SWITCH_PROXY_PROTOCOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    proxy_protocol: Option<bool>,
     /// Log filter, e.g. info or switch=debug [default: info].
     #[arg(long, env = "SWITCH_LOG")]
     log: Option<String>,
@@ -120,6 +131,7 @@ impl ServeArgs {
             max_connections => max_connections,
             idle_timeout => idle_timeout_secs,
             grace_period => grace_period_secs,
+            proxy_protocol => proxy_protocol,
             log => log,
         );
         c.validate()?;

@@ -38,6 +38,8 @@ pub enum CloseReason {
     FramingLost,
     Io,
     Shutdown,
+    /// `proxy_protocol` is on and the connection did not begin with a valid PROXY v2 header.
+    ProxyHeader,
 }
 
 pub struct Metrics {
@@ -47,7 +49,7 @@ pub struct Metrics {
     pub decision_seconds: Histogram,
     pub connections_open: Gauge,
     pub connections_accepted: Counter,
-    closed: [Counter; 5],
+    closed: [Counter; 6],
     pub in_flight: Gauge,
     shard_queue: Vec<Gauge>,
     pub format_errors: Counter,
@@ -109,7 +111,15 @@ impl Metrics {
             "ISO connections closed, by reason",
             closed_family.clone(),
         );
-        let closed = ["peer", "idle", "framing_lost", "io_error", "shutdown"].map(|r| {
+        let closed = [
+            "peer",
+            "idle",
+            "framing_lost",
+            "io_error",
+            "shutdown",
+            "proxy_header",
+        ]
+        .map(|r| {
             closed_family
                 .get_or_create(&vec![("reason", r.to_owned())])
                 .clone()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
@@ -19,9 +19,14 @@ use tracing::Instrument;
 use crate::admin::{self, Health};
 use crate::config::Config;
 use crate::connection::{self, Phase, Shared};
-use crate::metrics::Metrics;
+use crate::metrics::{CloseReason, Metrics};
+use crate::proxy;
 use crate::shards;
 use crate::store;
+
+/// Requests waiting in one shard's queue before connections back off (their own in-flight
+/// bound applies first).
+const SHARD_QUEUE: usize = 16_384;
 
 /// A running switch.
 #[derive(Debug)]
@@ -73,8 +78,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::warn!("--durability none: decisions are not fsynced and a crash may lose them");
     }
     let shard_states = store::load(&config, shard_count)?;
-    let (shard_set, shard_threads) =
-        shards::start(shard_states, 65_536, metrics.clone()).context("starting shard threads")?;
+    let (shard_set, shard_threads) = shards::start(shard_states, SHARD_QUEUE, metrics.clone())
+        .context("starting shard threads")?;
 
     let iso = TcpListener::bind(config.listen)
         .await
@@ -101,6 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: metrics.clone(),
         max_in_flight: config.max_in_flight,
         idle_timeout: config.idle_timeout(),
+        proxy_protocol: config.proxy_protocol,
     });
     let grace = config.grace_period();
     let max_connections = config.max_connections;
@@ -165,16 +171,11 @@ async fn accept_loop(
                 backoff = Duration::from_millis(5);
                 shared.metrics.connections_accepted.inc();
                 shared.metrics.connections_open.inc();
-                let span = tracing::info_span!("conn", peer.addr = %peer);
-                span.in_scope(|| tracing::info!("connection opened"));
-                let task = connection::serve(stream, peer, shared.clone(), phase.clone());
-                tracker.spawn(
-                    async move {
-                        task.await;
-                        drop(permit);
-                    }
-                    .instrument(span),
-                );
+                let task = open(stream, peer, shared.clone(), phase.clone());
+                tracker.spawn(async move {
+                    task.await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -185,4 +186,34 @@ async fn accept_loop(
             }
         }
     }
+}
+
+/// Takes the PROXY v2 header when it is required, then serves the connection in a span named
+/// after the client: the address the header carries, or the TCP peer without one.
+async fn open(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    phase: watch::Receiver<Phase>,
+) {
+    let (span, client) = if shared.proxy_protocol {
+        match proxy::read_header(&mut stream, peer).await {
+            Ok(p) => (
+                tracing::info_span!("conn", peer.addr = %p.client, proxy.addr = %p.proxy),
+                p.client,
+            ),
+            Err(e) => {
+                tracing::warn!(proxy.addr = %peer, error = %e, "closing connection: PROXY v2 header required");
+                shared.metrics.closed(CloseReason::ProxyHeader);
+                shared.metrics.connections_open.dec();
+                return;
+            }
+        }
+    } else {
+        (tracing::info_span!("conn", peer.addr = %peer), peer)
+    };
+    span.in_scope(|| tracing::info!("connection opened"));
+    connection::serve(stream, client, shared, phase)
+        .instrument(span)
+        .await;
 }

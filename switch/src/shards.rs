@@ -37,7 +37,7 @@ pub struct ReplyTo {
 /// Work for a shard from a connection.
 #[derive(Debug)]
 pub struct Job {
-    pub request: Box<Request>,
+    pub request: Request,
     pub reply: ReplyTo,
 }
 
@@ -62,6 +62,8 @@ impl ShardSet {
     }
 
     /// Queues a request on the shard that owns it.
+    // The job comes back in the error to be retried; boxing it would allocate per message.
+    #[allow(clippy::result_large_err)]
     pub fn submit(&self, job: Job) -> Result<(), Rejected> {
         let shard = job.request.home_shard(self.jobs.len());
         let Some(tx) = self.jobs.get(shard) else {
@@ -272,7 +274,7 @@ impl Worker {
         }
         let token = (self.id as u64) << TOKEN_SHARD_SHIFT | local;
         self.shard
-            .handle_request(now, token, *job.request, &mut self.out);
+            .handle_request(now, token, job.request, &mut self.out);
         self.flush();
     }
 
