@@ -55,6 +55,56 @@
 //! Replies can come from any shard (balance inquiries from A); `token` tells the switch
 //! which connection and request.
 //!
+//! # Durability hooks
+//!
+//! A shard's state is a pure function of its starting state and its ordered inputs. The
+//! switch can therefore make every decision durable by journaling inputs, not effects:
+//!
+//! - [`Input`] is one input of a shard: `Request { now, token, request }`, `Peer { now,
+//!   msg }` (the message carries its sender, [`PeerMsg::from`], and its number among the
+//!   messages from that sender to this shard, [`PeerMsg::seq`]), or `Purge { now }`.
+//!   [`Input::encode`] / [`Input::decode`] give its compact, versioned binary form
+//!   ([`wire`]); decoding refuses anything malformed with a [`WireError`] naming what and
+//!   where, never the bytes, and never panics.
+//! - [`Shard::apply`] is the single entry point for live traffic and replay alike
+//!   ([`Shard::handle_request`], [`Shard::handle_peer`], [`Shard::purge_expired`] behind it).
+//! - [`Shard::snapshot`] writes the complete state (accounts, orders, idempotency entries
+//!   with parked retransmissions, transaction records with queued completions and
+//!   reversals, late-original markers, the approval counter, the peer sequence numbers and
+//!   the statistics counters), entries sorted by key, so equal states give identical bytes;
+//!   [`Shard::restore`] reads it back, checking shard, placement, order and completeness.
+//!
+//! Determinism: no output, and no snapshot byte, depends on a hash map's iteration order,
+//! the wall clock or randomness. Time is an input (`now` in every [`Input`], the purge
+//! included); tokens are inputs; retransmissions parked behind a decision are answered in
+//! arrival order, completions and reversals queued behind an original run in arrival order;
+//! a purge removes a set that depends only on `now`; snapshots sort their keys;
+//! [`Shard::accounts`] lists accounts in PAN order. Messages to other shards are numbered
+//! per destination by the sender, from its state, so a replay numbers them the same way.
+//!
+//! What the switch must do with them:
+//!
+//! - Journal each input (encoded) before releasing any output it produced: replies, and
+//!   messages to other shards. Replies and messages produced by a replay are discarded,
+//!   except messages a receiver never applied: after replaying every shard, deliver again
+//!   each replayed `ToShard` message whose [`PeerMsg::seq`] is above the receiver's
+//!   [`Shard::received_seq`] of its sender, in sequence order. A receiver ignores a
+//!   message it has already taken (counted in `ShardStats::duplicate_peer_messages`), so
+//!   re-delivering too much is harmless; a gap in the numbers is counted in
+//!   `peer_sequence_gaps` and means a message was lost.
+//! - A snapshot of shard S replaces S's journal before it only once every other shard R
+//!   has durably journaled what S had sent it by then (R's `received_seq(S)` at least S's
+//!   [`Shard::sent_seq`]`(R)` at the snapshot): a replay regenerates only the messages of
+//!   the journal it replays.
+//! - Tokens in a replayed state (requests in flight at the crash, parked retransmissions)
+//!   belong to connections of the previous process: after a restart, tokens must not
+//!   repeat earlier ones, and replies to unknown tokens are dropped.
+//! - Replay under the settings the journal was written with ([`EngineConfig`]: a BIN table
+//!   changed in between would re-decide differently). To change them at a restart, replay
+//!   first, then [`Shard::snapshot`] and [`Shard::restore`] with the new settings.
+//! - Journal files and snapshots hold PANs in clear (as BCD digits; never track data,
+//!   CVV, PIN block or ICC data, which the engine never sees): protect them (mode 0600).
+//!
 //! # Limitations (v1)
 //!
 //! - A retransmission whose DE 90 differs from the first transmission's is routed to another
@@ -69,11 +119,8 @@
 //!   replace was already checked), and must be in the hold's currency (57).
 //! - The daily total tracks the latest UTC day only: a reversal the day after gives nothing
 //!   back to the new day.
-//! - Durability across restarts is not in this crate yet. A shard is deterministic: the
-//!   same inputs in the same order (with the same `Now`) give the same state, outputs and
-//!   approval codes. But it offers no snapshot of its state, and `PeerMsg` is opaque, so a
-//!   journal today could only hold requests, which do not pin down cross-shard
-//!   interleavings.
+//! - The journal itself (files, checksums, fsync, group commit) is the switch's: this crate
+//!   gives it the values to write and the replay entry point (above, "Durability hooks").
 //! - Partial reversals (DE 95) are not supported.
 //! - Balance inquiries ignore late-original markers: they cannot be reversed, and change
 //!   nothing.
@@ -97,11 +144,12 @@ mod rng;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod time;
+pub mod wire;
 
 pub use bins::{BinAction, BinTable};
 pub use data::{Account, CardStatus, Order, OrderStatus};
 pub use engine::{
-    build_shards, AccountView, EngineConfig, OrderView, Output, PeerMsg, Shard, TxnView,
+    build_shards, AccountView, EngineConfig, Input, OrderView, Output, PeerMsg, Shard, TxnView,
 };
 pub use kind::TxnKind;
 pub use message::{
@@ -110,3 +158,4 @@ pub use message::{
 };
 pub use pan::Pan;
 pub use time::{Now, Yymm};
+pub use wire::WireError;

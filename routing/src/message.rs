@@ -246,7 +246,9 @@ impl OriginalData {
 
 /// The identity of a transaction on the wire: DE 41 (trimmed), DE 11 and DE 7. A reversal or
 /// completion names its original by this identity (from DE 90, or its own fields).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Ordered field by field (terminal, STAN, date-time): snapshots list records in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TxnId {
     /// DE 41 without trailing spaces.
     pub terminal: TerminalId,
@@ -270,7 +272,9 @@ impl TxnId {
 
 /// The idempotency key of a request (PROTOCOL.md section 2): MTI without its repeat digit,
 /// DE 41, DE 11, DE 7. `0200` and `0201` share a key; `0200` and `0220` do not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+///
+/// Ordered field by field (MTI, terminal, STAN, date-time): snapshots list keys in this order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IdemKey {
     /// MTI with the repeat digit cleared.
     pub mti: Mti,
@@ -505,6 +509,19 @@ impl ApprovalCode {
         Self(out)
     }
 
+    /// From six characters of the code's alphabet (`0-9`, `A-Z`), as the journal stores it;
+    /// `None` for anything else.
+    pub(crate) fn from_bytes(b: [u8; 6]) -> Option<Self> {
+        b.iter()
+            .all(|c| Self::ALPHABET.contains(c))
+            .then_some(Self(b))
+    }
+
+    /// The six characters as bytes.
+    pub(crate) fn to_bytes(self) -> [u8; 6] {
+        self.0
+    }
+
     /// The six characters.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("")
@@ -549,6 +566,17 @@ impl AdditionalAmounts {
             *slot = b;
         }
         Self(out)
+    }
+
+    /// From 20 ASCII letters and digits, as the journal stores them; `None` for anything
+    /// else.
+    pub(crate) fn from_bytes(b: [u8; 20]) -> Option<Self> {
+        b.iter().all(u8::is_ascii_alphanumeric).then_some(Self(b))
+    }
+
+    /// The 20 characters as bytes.
+    pub(crate) fn to_bytes(self) -> [u8; 20] {
+        self.0
     }
 
     /// The 20 characters.

@@ -3,6 +3,10 @@
 //! without threads, so tests can interleave cross-shard messages at will and replay an
 //! interleaving from a seed.
 //!
+//! Every input reaches its shard through [`Shard::apply`], as the switch's will; with
+//! [`Cluster::record_journal`] the cluster also keeps, per shard, each input it applied and
+//! the outputs that input produced, encoded: a journal to replay in tests.
+//!
 //! Available to this crate's tests and, with the `sim` feature, to other crates' tests.
 //! It is test support: it panics on misuse (see [`Cluster::request`]).
 
@@ -10,7 +14,7 @@ use std::collections::VecDeque;
 
 use crate::data::{Account, Order};
 use crate::engine::{build_shards, AccountView, EngineConfig, LoadError, OrderView, Output};
-use crate::engine::{PeerMsg, Shard, TxnView};
+use crate::engine::{Input, PeerMsg, Shard, TxnView};
 use crate::message::{MerchantId, Request, Response, TxnId};
 use crate::pan::Pan;
 use crate::placement;
@@ -29,6 +33,18 @@ pub struct Cluster {
     rng: Option<SplitMix64>,
     cursor: usize,
     delivered: u64,
+    /// Per shard, what it applied (when recording).
+    journals: Option<Vec<Vec<Recorded>>>,
+}
+
+/// One input a shard applied and what it produced, encoded ([`Input::encode`],
+/// [`Output::encode`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// The input.
+    pub input: Vec<u8>,
+    /// Its outputs, in order.
+    pub outputs: Vec<Vec<u8>>,
 }
 
 impl Cluster {
@@ -41,8 +57,14 @@ impl Cluster {
         now: Now,
     ) -> Result<Self, LoadError> {
         let shards = build_shards(shard_count, config, accounts, orders)?;
+        Ok(Self::from_shards(shards, now))
+    }
+
+    /// A cluster of existing shards (e.g. [`Shard::restore`]d ones), `shards[i]` being shard
+    /// `i`, with empty inboxes.
+    pub fn from_shards(shards: Vec<Shard>, now: Now) -> Self {
         let inboxes = shards.iter().map(|_| VecDeque::new()).collect();
-        Ok(Self {
+        Self {
             shards,
             inboxes,
             replies: Vec::new(),
@@ -51,7 +73,42 @@ impl Cluster {
             rng: None,
             cursor: 0,
             delivered: 0,
-        })
+            journals: None,
+        }
+    }
+
+    /// From now on, records every input each shard applies and its outputs (see
+    /// [`Cluster::journal`]).
+    pub fn record_journal(&mut self) {
+        if self.journals.is_none() {
+            self.journals = Some(self.shards.iter().map(|_| Vec::new()).collect());
+        }
+    }
+
+    /// What shard `shard` applied since [`Cluster::record_journal`], in order.
+    pub fn journal(&self, shard: usize) -> &[Recorded] {
+        self.journals
+            .as_ref()
+            .and_then(|j| j.get(shard))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Messages waiting in shard `shard`'s inbox, in delivery order.
+    pub fn in_flight(&self, shard: usize) -> impl Iterator<Item = &PeerMsg> + '_ {
+        self.inboxes.get(shard).into_iter().flatten()
+    }
+
+    /// Queues `msg` at the end of shard `shard`'s inbox (a re-delivery after a restart).
+    pub fn deliver_later(&mut self, shard: usize, msg: PeerMsg) {
+        if let Some(inbox) = self.inboxes.get_mut(shard) {
+            inbox.push_back(msg);
+        }
+    }
+
+    /// The token the next submitted request gets (after a restart, start above every token
+    /// the journal holds).
+    pub fn set_next_token(&mut self, token: u64) {
+        self.next_token = token;
     }
 
     /// Number of shards.
@@ -86,13 +143,41 @@ impl Cluster {
     pub fn submit_to(&mut self, shard: usize, req: Request) -> u64 {
         let token = self.next_token;
         self.next_token += 1;
+        let input = Input::Request {
+            now: self.now,
+            token,
+            request: Box::new(req),
+        };
+        self.apply(shard, input);
+        token
+    }
+
+    /// Hands `input` to shard `shard` through [`Shard::apply`], records it when recording,
+    /// and routes its outputs.
+    fn apply(&mut self, shard: usize, input: Input) {
+        let encoded = self.journals.as_ref().map(|_| {
+            let mut b = Vec::new();
+            input.encode(&mut b);
+            b
+        });
         let mut out = Vec::new();
-        let now = self.now;
         if let Some(s) = self.shards.get_mut(shard) {
-            s.handle_request(now, token, req, &mut out);
+            s.apply(input, &mut out);
+        }
+        if let (Some(input), Some(journals)) = (encoded, self.journals.as_mut()) {
+            let outputs = out
+                .iter()
+                .map(|o| {
+                    let mut b = Vec::new();
+                    o.encode(&mut b);
+                    b
+                })
+                .collect();
+            if let Some(j) = journals.get_mut(shard) {
+                j.push(Recorded { input, outputs });
+            }
         }
         self.route(out);
-        token
     }
 
     /// Delivers one message; false when every inbox is empty.
@@ -118,10 +203,8 @@ impl Cluster {
             return false;
         };
         self.delivered += 1;
-        let mut out = Vec::new();
         let now = self.now;
-        self.shards[target].handle_peer(now, msg, &mut out);
-        self.route(out);
+        self.apply(target, Input::Peer { now, msg });
         true
     }
 
@@ -204,10 +287,15 @@ impl Cluster {
             .transaction(txn)
     }
 
-    /// Purges every shard; returns the number of entries removed.
+    /// Purges every shard ([`Input::Purge`]); returns the number of entries removed.
     pub fn purge_expired(&mut self) -> usize {
         let now = self.now;
-        self.shards.iter_mut().map(|s| s.purge_expired(now)).sum()
+        let before: u64 = self.shards.iter().map(|s| s.stats().purged).sum();
+        for i in 0..self.shards.len() {
+            self.apply(i, Input::Purge { now });
+        }
+        let after: u64 = self.shards.iter().map(|s| s.stats().purged).sum();
+        usize::try_from(after - before).unwrap_or(usize::MAX)
     }
 
     fn route(&mut self, out: Vec<Output>) {

@@ -6,10 +6,18 @@
 //! [`Output`]s: replies to send back on a connection, and [`PeerMsg`]s to deliver to other
 //! shards. A message a shard would send to itself is handled before the call returns, by the
 //! same code as a remote one, so a one-shard switch runs exactly the same protocol.
+//!
+//! For durability, [`Shard::apply`] takes the same inputs as one journalable value
+//! ([`Input`]), and [`Shard::snapshot`] / [`Shard::restore`] save and load the whole state
+//! (crate docs, "Durability hooks").
 
 mod account;
 mod home;
+mod journal;
 mod order;
+mod snapshot;
+
+pub use journal::Input;
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -62,7 +70,7 @@ impl EngineConfig {
 }
 
 /// Something the caller must do after handing the shard an input.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Answer the request the switch tagged with `token`. May come from any shard (balance
     /// inquiries are answered by the account's shard), and several replies may share a token
@@ -73,7 +81,8 @@ pub enum Output {
         /// The answer.
         response: Response,
     },
-    /// Deliver `msg` to shard `shard` through [`Shard::handle_peer`].
+    /// Deliver `msg` to shard `shard` through [`Shard::handle_peer`] (or [`Shard::apply`]
+    /// of an [`Input::Peer`]).
     ToShard {
         /// Destination shard index.
         shard: usize,
@@ -84,13 +93,33 @@ pub enum Output {
 
 /// A message between shards. Opaque: the caller only carries it to the named shard. Plain
 /// data (`Send`), card numbers masked in `Debug`.
-#[derive(Debug)]
-pub struct PeerMsg(Msg);
+///
+/// The sending shard stamps each message with its own index ([`PeerMsg::from`]) and a
+/// sequence number per destination ([`PeerMsg::seq`]: 1, 2, 3, ... for the messages from one
+/// shard to another). Both are part of the shards' state, so a replay stamps the same
+/// numbers again; a receiver ignores a message whose number it has already seen from that
+/// sender, so re-delivering a message after a restart is harmless.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerMsg {
+    from: usize,
+    seq: u64,
+    msg: Msg,
+}
 
 impl PeerMsg {
+    /// The sending shard.
+    pub fn from(&self) -> usize {
+        self.from
+    }
+
+    /// The message's number among those its sender sent to its destination, from 1.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
     /// A short name of the message kind, for metrics and traces.
     pub fn kind(&self) -> &'static str {
-        match &self.0 {
+        match &self.msg {
             Msg::Forward { .. } => "forward",
             Msg::Authorize(_) => "authorize",
             Msg::Reserve(_) => "reserve",
@@ -104,7 +133,7 @@ impl PeerMsg {
 }
 
 /// The cross-shard protocol (crate docs, "Cross-shard protocol").
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Msg {
     /// A request delivered to a shard that is not its home: handled as if it arrived there.
     Forward { token: u64, req: Box<Request> },
@@ -142,7 +171,7 @@ enum Msg {
 }
 
 /// What a hold, purchase or balance inquiry carries from K to A (and O).
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct AuthCtx {
     /// K, where the decision goes.
     home: usize,
@@ -184,8 +213,8 @@ enum Effect {
     },
 }
 
-/// An order's identity: DE 42 (trimmed) and DE 48.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// An order's identity: DE 42 (trimmed) and DE 48. Ordered by merchant, then order id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct OrderKey {
     merchant: MerchantId,
     order_id: String,
@@ -427,6 +456,16 @@ pub struct ShardStats {
     pub parked: u64,
     /// Requests answered 94 because their content differs from their key's first request.
     pub content_mismatches: u64,
+    /// Entries removed by [`Shard::purge_expired`] (and [`Input::Purge`]).
+    pub purged: u64,
+    /// Peer messages ignored because their sequence number was already seen from their
+    /// sender (a re-delivery after a restart).
+    pub duplicate_peer_messages: u64,
+    /// Peer messages whose sequence number skipped one or more from their sender: a message
+    /// was lost between shards (a bug in the caller). They are applied anyway.
+    pub peer_sequence_gaps: u64,
+    /// Peer messages ignored because their sender is not a shard of this switch.
+    pub foreign_peer_messages: u64,
     /// Accounts held.
     pub accounts: usize,
     /// Orders held.
@@ -478,7 +517,12 @@ pub struct Shard {
     txns: HashMap<TxnId, TxnSlot>,
     /// Approval codes issued, for unique codes.
     approvals: u64,
-    /// Messages to self, handled before the current input returns.
+    /// By destination shard: the sequence number of the last message sent there.
+    sent: Vec<u64>,
+    /// By sending shard: the sequence number of the last message taken from it.
+    received: Vec<u64>,
+    /// Messages to self, handled before the current input returns (always empty between
+    /// inputs, so not part of a snapshot).
     local: VecDeque<Msg>,
     stats: ShardStats,
 }
@@ -496,15 +540,18 @@ impl fmt::Debug for Shard {
 impl Shard {
     /// Shard `id` of `shard_count` (0 counts as 1), empty.
     pub fn new(id: usize, shard_count: usize, config: EngineConfig) -> Self {
+        let shard_count = shard_count.max(1);
         Self {
             id,
-            shard_count: shard_count.max(1),
+            shard_count,
             config,
             accounts: HashMap::new(),
             orders: HashMap::new(),
             idem: HashMap::new(),
             txns: HashMap::new(),
             approvals: 0,
+            sent: vec![0; shard_count],
+            received: vec![0; shard_count],
             local: VecDeque::new(),
             stats: ShardStats::default(),
         }
@@ -586,17 +633,47 @@ impl Shard {
         self.drain_local(now, out);
     }
 
-    /// A message from another shard (an [`Output::ToShard`] addressed here).
+    /// A message from another shard (an [`Output::ToShard`] addressed here). A message whose
+    /// sequence number was already taken from its sender is ignored (see [`PeerMsg`]).
     pub fn handle_peer(&mut self, now: Now, msg: PeerMsg, out: &mut Vec<Output>) {
+        let PeerMsg { from, seq, msg } = msg;
+        let Some(last) = self.received.get_mut(from) else {
+            self.stats.foreign_peer_messages += 1;
+            return;
+        };
+        if seq <= *last {
+            self.stats.duplicate_peer_messages += 1;
+            return;
+        }
+        if seq != *last + 1 {
+            self.stats.peer_sequence_gaps += 1;
+        }
+        *last = seq;
         self.stats.peer_messages += 1;
-        self.on_msg(now, msg.0, out);
+        self.on_msg(now, msg, out);
         self.drain_local(now, out);
+    }
+
+    /// The sequence number of the last message this shard sent to shard `to` (0: none).
+    pub fn sent_seq(&self, to: usize) -> u64 {
+        self.sent.get(to).copied().unwrap_or(0)
+    }
+
+    /// The sequence number of the last message this shard took from shard `from` (0: none).
+    /// After a restart, a message from `from` numbered above this was never applied here and
+    /// must be delivered again.
+    pub fn received_seq(&self, from: usize) -> u64 {
+        self.received.get(from).copied().unwrap_or(0)
     }
 
     /// Forgets what the idempotency window no longer protects: answered keys, markers, and
     /// decided transaction records past the window (open holds are kept until completed or
     /// reversed). Returns how many entries went. Expired keys are also ignored on lookup, so
     /// calling this is about memory, not correctness.
+    ///
+    /// It changes the state a snapshot sees, though: a switch keeping a journal hands it to
+    /// [`Shard::apply`] as [`Input::Purge`], so a replay purges at the same points. Which
+    /// entries go depends only on `now` and the state (never on map iteration order).
     pub fn purge_expired(&mut self, now: Now) -> usize {
         let t = now.unix_secs();
         let window = self.window_secs();
@@ -604,7 +681,9 @@ impl Shard {
         self.idem
             .retain(|_, e| !matches!(e, IdemEntry::Done { expires, .. } if *expires <= t));
         self.txns.retain(|_, slot| !slot.expired(t, window));
-        before - (self.idem.len() + self.txns.len())
+        let purged = before - (self.idem.len() + self.txns.len());
+        self.stats.purged += purged as u64;
+        purged
     }
 
     /// The account of `pan` if this shard owns it; `day_total` is for the UTC day of `now`.
@@ -612,11 +691,13 @@ impl Shard {
         self.accounts.get(pan).map(|a| a.view(now.utc_day()))
     }
 
-    /// Every account this shard owns.
+    /// Every account this shard owns, in PAN order (the same in every process, unlike a hash
+    /// map's order).
     pub fn accounts(&self, now: Now) -> impl Iterator<Item = (Pan, AccountView)> + '_ {
-        self.accounts
-            .iter()
-            .map(move |(pan, a)| (*pan, a.view(now.utc_day())))
+        let mut pans: Vec<&Pan> = self.accounts.keys().collect();
+        pans.sort_unstable();
+        pans.into_iter()
+            .filter_map(move |pan| Some((*pan, self.accounts.get(pan)?.view(now.utc_day()))))
     }
 
     /// The order `(merchant, order_id)` if this shard owns it.
@@ -715,15 +796,28 @@ impl Shard {
 
     /// Sends `msg` to shard `to`; to itself it is queued and handled before the current input
     /// returns, so K == A == O runs the same protocol without the caller's help.
+    /// Messages to other shards are numbered per destination (see [`PeerMsg`]).
     fn send(&mut self, to: usize, msg: Msg, out: &mut Vec<Output>) {
         if to == self.id {
             self.local.push_back(msg);
-        } else {
-            out.push(Output::ToShard {
-                shard: to,
-                msg: PeerMsg(msg),
-            });
+            return;
         }
+        let seq = match self.sent.get_mut(to) {
+            Some(last) => {
+                *last += 1;
+                *last
+            }
+            // Placement never names a shard beyond the count; number it anyway.
+            None => 0,
+        };
+        out.push(Output::ToShard {
+            shard: to,
+            msg: PeerMsg {
+                from: self.id,
+                seq,
+                msg,
+            },
+        });
     }
 
     fn reply(&mut self, token: u64, response: Response, out: &mut Vec<Output>) {
@@ -790,5 +884,7 @@ fn minor_units(amount: Option<u64>) -> i64 {
 
 #[cfg(test)]
 mod prop_tests;
+#[cfg(test)]
+mod replay_tests;
 #[cfg(test)]
 mod tests;
