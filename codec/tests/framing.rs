@@ -2,6 +2,8 @@
 //! tokio-util's `tests/length_delimited.rs`: one frame a byte at a time, many frames in one
 //! read, hostile headers, header patching, and `FramedRead`/`FramedWrite` over in-memory I/O.
 
+#![cfg(feature = "framing")]
+
 use std::pin::Pin;
 use std::task::{Context, Poll};
 

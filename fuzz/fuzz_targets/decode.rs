@@ -7,7 +7,9 @@
 //! - every readable field prints, masks and converts without panicking; masking hides what it
 //!   must (wiped fields are all `*`, a PAN keeps at least 6 digits hidden);
 //! - a message that decodes without error re-encodes field by field with
-//!   `MessageBuilder::copy_from` and decodes again to the same MTI, header and fields.
+//!   `MessageBuilder::copy_from` and decodes again to the same MTI, header and fields;
+//! - `MessageWriter` (the streaming encoder) writes the same bytes as `MessageBuilder`, and
+//!   refuses fields out of order without leaving anything in the buffer.
 
 #![no_main]
 
@@ -15,7 +17,7 @@ use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 use codec::mask::{PAN_FIELDS, WIPED_FIELDS};
-use codec::{builtin, Field, Message, MessageBuilder, Spec, BUILTIN_NAMES};
+use codec::{builtin, Field, Message, MessageBuilder, MessageWriter, Spec, BUILTIN_NAMES};
 use libfuzzer_sys::fuzz_target;
 
 const EXOTIC: &str = r#"{
@@ -103,6 +105,38 @@ fn check(spec: &Spec, data: &[u8]) {
     let mut out = BytesMut::new();
     b.encode_into(&mut out)
         .unwrap_or_else(|e| panic!("re-encoding a decoded message: {e}"));
+    // The streaming writer (fields in ascending order) writes the same bytes as the builder.
+    let mut direct = BytesMut::from(&b"kept"[..]);
+    let mut w = MessageWriter::with_header(spec, msg.header(), msg.mti(), &mut direct)
+        .unwrap_or_else(|e| panic!("MessageWriter::with_header: {e}"));
+    for field in msg.fields() {
+        w.copy_from(&msg, field.number())
+            .unwrap_or_else(|e| panic!("MessageWriter::copy_from field {}: {e}", field.number()));
+    }
+    w.finish()
+        .unwrap_or_else(|e| panic!("MessageWriter::finish: {e}"));
+    assert_eq!(&direct[..4], b"kept");
+    assert_eq!(
+        &direct[4..],
+        &out[..],
+        "MessageWriter and MessageBuilder differ"
+    );
+
+    // Fields out of order are refused and leave the buffer as it was.
+    let numbers: Vec<usize> = msg.fields().map(|f| f.number()).collect();
+    if let [.., a, b] = numbers[..] {
+        let mut dst = BytesMut::from(&b"kept"[..]);
+        let mut w = MessageWriter::with_header(spec, msg.header(), msg.mti(), &mut dst)
+            .unwrap_or_else(|e| panic!("MessageWriter::with_header: {e}"));
+        let _ = w.copy_from(&msg, b);
+        assert!(
+            w.copy_from(&msg, a).is_err(),
+            "field {a} after {b} accepted"
+        );
+        assert!(w.finish().is_err());
+        assert_eq!(&dst[..], b"kept");
+    }
+
     let again = Message::decode(spec, out.freeze())
         .unwrap_or_else(|e| panic!("decoding a re-encoded message: {e}"));
     assert_eq!(again.mti(), msg.mti());

@@ -51,6 +51,9 @@ pub enum Phase {
 /// it is closed.
 const DRAIN_QUIET: Duration = Duration::from_secs(1);
 
+/// After the grace period, how long a connection may wait for answers already in flight.
+const CLOSING_FLUSH: Duration = Duration::from_secs(2);
+
 /// Frames handled before answers are flushed, when more are already buffered.
 const READ_BATCH: usize = 128;
 
@@ -95,6 +98,7 @@ pub async fn serve(
     };
     let mut last_frame = Instant::now();
     let mut reading = true;
+    let mut closing_deadline: Option<Instant> = None;
     let reason = loop {
         if !conn.out.is_empty() {
             if let Err(e) = write_half.write_all(&conn.out).await {
@@ -105,7 +109,13 @@ pub async fn serve(
         }
         let current = *phase.borrow();
         if current == Phase::Closing {
-            break CloseReason::Shutdown;
+            // Grace period over: read nothing more, but still deliver the answers already being
+            // decided (shards answer in microseconds), then close.
+            reading = false;
+            let deadline = *closing_deadline.get_or_insert_with(|| Instant::now() + CLOSING_FLUSH);
+            if conn.in_flight == 0 || Instant::now() >= deadline {
+                break CloseReason::Shutdown;
+            }
         }
         if current == Phase::Draining && conn.in_flight == 0 && last_frame.elapsed() >= DRAIN_QUIET
         {
@@ -150,7 +160,7 @@ pub async fn serve(
                 }
             }
             _ = phase.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(100)), if current == Phase::Draining => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)), if current != Phase::Running => {}
             _ = sleep_until_opt(idle_deadline), if current == Phase::Running && idle_deadline.is_some() => {
                 tracing::info!("closing idle connection");
                 break CloseReason::Idle;

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod iso;
+pub mod journal;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

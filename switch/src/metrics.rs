@@ -55,6 +55,10 @@ pub struct Metrics {
     pub format_errors: Counter,
     skipped: [Counter; 3],
     pub accept_errors: Counter,
+    /// Journal writes or fsyncs that failed (each one stops the switch's decisions: 96).
+    pub journal_errors: Counter,
+    /// Time of one group commit (write + fsync of a shard's batch).
+    pub journal_commit_seconds: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -169,6 +173,19 @@ impl Metrics {
             accept_errors.clone(),
         );
 
+        let journal_errors = Counter::default();
+        registry.register(
+            "journal_errors",
+            "Journal writes or fsyncs that failed; the switch then answers 96",
+            journal_errors.clone(),
+        );
+        let journal_commit_seconds = Histogram::new(exponential_buckets(0.000_010, 2.0, 18));
+        registry.register(
+            "journal_commit_duration_seconds",
+            "Time of one group commit of a shard's journal (write, and fsync under --durability fsync)",
+            journal_commit_seconds.clone(),
+        );
+
         Arc::new(Metrics {
             registry,
             messages,
@@ -181,6 +198,8 @@ impl Metrics {
             format_errors,
             skipped,
             accept_errors,
+            journal_errors,
+            journal_commit_seconds,
         })
     }
 

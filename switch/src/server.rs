@@ -158,24 +158,18 @@ async fn accept_loop(
         let permit = tokio::select! {
             permit = limit.clone().acquire_owned() => match permit {
                 Ok(p) => p,
-                Err(_) => return,
+                Err(_) => break,
             },
-            _ = admin::stopped(&mut stop) => return,
+            _ = admin::stopped(&mut stop) => break,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = admin::stopped(&mut stop) => return,
+            _ = admin::stopped(&mut stop) => break,
         };
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                shared.metrics.connections_accepted.inc();
-                shared.metrics.connections_open.inc();
-                let task = open(stream, peer, shared.clone(), phase.clone());
-                tracker.spawn(async move {
-                    task.await;
-                    drop(permit);
-                });
+                spawn_connection(stream, peer, &shared, tracker, &phase, Some(permit));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -186,6 +180,44 @@ async fn accept_loop(
             }
         }
     }
+    // Connections whose handshake the kernel has completed wait in the backlog; closing the
+    // listener would reset them, and a load balancer that already connected does not retry
+    // (the client's requests are lost with the link). Serve them like the others: the drain
+    // answers what they send and closes them once quiet. A plain non-blocking accept sees the
+    // backlog as it is, without waiting for the reactor.
+    let backlog = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the listener's backlog");
+            return;
+        }
+    };
+    while let Ok((stream, peer)) = backlog.accept() {
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(stream));
+        match stream {
+            Ok(stream) => spawn_connection(stream, peer, &shared, tracker, &phase, None),
+            Err(e) => tracing::warn!(error = %e, "dropping a connection from the backlog"),
+        }
+    }
+}
+
+fn spawn_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+    phase: &watch::Receiver<Phase>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+) {
+    shared.metrics.connections_accepted.inc();
+    shared.metrics.connections_open.inc();
+    let task = open(stream, peer, shared.clone(), phase.clone());
+    tracker.spawn(async move {
+        task.await;
+        drop(permit);
+    });
 }
 
 /// Takes the PROXY v2 header when it is required, then serves the connection in a span named

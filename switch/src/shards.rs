@@ -1,4 +1,4 @@
-//! Authorization shard threads.
+//! Authorization shard threads, each with its journal (issue 4).
 //!
 //! Each shard is one OS thread that owns one `routing::Shard` (its partition of transactions,
 //! accounts and orders) and is the only writer of that state: no lock is taken per message.
@@ -11,21 +11,50 @@
 //! inquiry is answered where the account lives). Tokens carry the submitting shard in their high
 //! bits, and an answer produced elsewhere travels back to that shard, which holds the reply
 //! address.
-
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+//!
+//! # Durability: group commit
+//!
+//! A worker takes a batch of inputs (everything its peer channel holds, then up to [`BATCH`]
+//! requests, and a purge when one is due), and for each one appends its encoding
+//! ([`routing::Input`]) to the journal buffer, then applies it ([`Shard::apply`]). Every output
+//! of the batch (replies and messages to other shards) is held until the batch is committed:
+//! one write and, under `--durability fsync`, one fsync for the whole batch. Inputs that arrive
+//! while a commit runs form the next batch, so the fsync rate bounds batches, not decisions.
+//! Answers other shards produced for this shard's requests are already durable there and are
+//! passed on at once.
+//!
+//! A failed write or fsync is fail-stop: the shard's memory is now ahead of its disk. The
+//! batch's replies become 96 (same MTI), its messages to other shards are dropped, every other
+//! request the shard was deciding is answered 96, the error is logged and counted
+//! (`switch_journal_errors_total`), and a flag shared by all shards is raised: from then on
+//! every shard answers each new request 96 without deciding it (nothing applied), the failed
+//! shard ignores peer messages, and no snapshot is taken at shutdown (the next start recovers
+//! from the disk). [`ShardSet::failed`] exposes the flag. A decision that another shard had
+//! already made durable (a debit on the account's shard) stays: after a restart the
+//! re-delivered message completes it, and a retransmission then gets that answer; the 96 the
+//! terminal saw meant "unknown outcome".
+//!
+//! # Tokens
+//!
+//! `token = boot << 50 | shard << 40 | slot`: the boot number ([`crate::journal::next_boot`],
+//! 14 bits, wrapping after 16384 starts) keeps tokens of requests journaled by an earlier
+//! process (in flight at a crash, replayed at start) from ever matching a live request's; an
+//! answer for a token of another boot is dropped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam::channel::{
     self, Receiver, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError,
 };
-use routing::{Now, Output, PeerMsg, Request, Response, Shard};
+use routing::{Input, Mti, Now, Output, PeerMsg, Request, Response, ResponseCode, Shard};
 use tokio::sync::mpsc::UnboundedSender;
 
+use crate::journal::Journal;
 use crate::metrics::Metrics;
+use crate::store::Loaded;
 
 /// Where an answer goes: the connection's channel and the request's slot there.
 #[derive(Debug)]
@@ -54,11 +83,17 @@ pub enum Rejected {
 #[derive(Debug, Clone)]
 pub struct ShardSet {
     jobs: Arc<[Sender<Job>]>,
+    failed: Arc<AtomicBool>,
 }
 
 impl ShardSet {
     pub fn count(&self) -> usize {
         self.jobs.len()
+    }
+
+    /// Whether a journal write failed: the switch answers 96 to every new request.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
     }
 
     /// Queues a request on the shard that owns it.
@@ -76,56 +111,160 @@ impl ShardSet {
     }
 }
 
+/// What a shard thread hands back when it stops: its state and journal, for the shutdown
+/// snapshot.
+type Finished = (Shard, Journal);
+
 /// The running shard threads.
 #[derive(Debug)]
 pub struct ShardThreads {
-    handles: Vec<JoinHandle<()>>,
+    handles: Vec<JoinHandle<Finished>>,
     stop: Arc<AtomicBool>,
+    failed: Arc<AtomicBool>,
 }
 
 impl ShardThreads {
     /// Stops the shard threads and waits for them. Call once every `ShardSet` clone is dropped
-    /// (no connection can submit) so each thread finishes what it holds first.
+    /// (no connection can submit) so each thread finishes what it holds first. Then, if every
+    /// shard stopped cleanly, no journal failed and no message is in flight between shards,
+    /// each shard writes a snapshot and its older journal is removed.
     pub fn join(self) {
         self.stop.store(true, Ordering::SeqCst);
+        let mut finished = Vec::with_capacity(self.handles.len());
+        let mut clean = true;
         for h in self.handles {
-            if h.join().is_err() {
-                tracing::error!("a shard thread panicked");
+            match h.join() {
+                Ok(f) => finished.push(f),
+                Err(_) => {
+                    tracing::error!("a shard thread panicked");
+                    clean = false;
+                }
             }
         }
+        if !clean {
+            tracing::warn!("no shutdown snapshot: the next start replays the journals");
+            return;
+        }
+        if self.failed.load(Ordering::SeqCst) {
+            tracing::warn!(
+                "no shutdown snapshot after a journal failure: the next start recovers from the journals"
+            );
+            return;
+        }
+        snapshot_all(&mut finished);
     }
 }
 
-/// How many jobs a shard takes from its queue before looking at its peers again.
-const BATCH: usize = 256;
+/// Writes every shard's snapshot as a new generation, then removes the older files. Only when
+/// nothing is in flight between shards (each `sent_seq` matched by the receiver's
+/// `received_seq`): then every snapshot replaces its journal whatever the others do, so a crash
+/// between two shards' snapshots is harmless.
+fn snapshot_all(finished: &mut [Finished]) {
+    let n = finished.len();
+    for s in 0..n {
+        for r in 0..n {
+            let sent = finished[s].0.sent_seq(r);
+            let received = finished[r].0.received_seq(s);
+            if sent != received {
+                tracing::warn!(
+                    from = s,
+                    to = r,
+                    sent,
+                    received,
+                    "messages in flight between shards at shutdown: no snapshot; the next start replays the journals"
+                );
+                return;
+            }
+        }
+    }
+    let started = Instant::now();
+    let mut bytes = Vec::new();
+    for (shard, journal) in finished.iter_mut() {
+        bytes.clear();
+        shard.snapshot(&mut bytes);
+        if let Err(e) = journal.start_generation(&bytes) {
+            tracing::error!(shard = shard.id(), error = %format!("{e:#}"), "writing the shutdown snapshot failed; the next start replays the journals");
+            return;
+        }
+    }
+    for (shard, journal) in finished.iter() {
+        if let Err(e) = journal.remove_older() {
+            tracing::warn!(shard = shard.id(), error = %format!("{e:#}"), "removing the journal a snapshot covers failed");
+        }
+    }
+    tracing::info!(shards = n, elapsed = ?started.elapsed(), "shutdown snapshots written");
+}
 
-/// Starts one thread per shard.
+/// How many jobs a shard takes from its queue into one batch.
+pub const BATCH: usize = 1024;
+/// How many peer messages a shard takes into one batch.
+const PEER_BATCH: usize = 4096;
+
+/// Bits of a token below the submitting shard's id.
+const TOKEN_SHARD_SHIFT: u32 = 40;
+/// Bits of a token below the boot number.
+const TOKEN_BOOT_SHIFT: u32 = 50;
+/// Most shards the token layout has room for.
+pub const MAX_SHARDS: usize = 1 << (TOKEN_BOOT_SHIFT - TOKEN_SHARD_SHIFT);
+
+/// Starts one thread per shard, after queueing the messages a recovery re-delivers.
 pub fn start(
-    shards: Vec<Shard>,
+    loaded: Loaded,
     queue_capacity: usize,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(ShardSet, ShardThreads)> {
+    let Loaded {
+        shards,
+        journals,
+        boot,
+        redeliver,
+    } = loaded;
     let n = shards.len();
+    if n > MAX_SHARDS || journals.len() != n {
+        return Err(std::io::Error::other(format!(
+            "{n} shards: at most {MAX_SHARDS}, one journal each"
+        )));
+    }
+    let boot_bits = (boot & ((1 << (64 - TOKEN_BOOT_SHIFT)) - 1)) << TOKEN_BOOT_SHIFT;
     let (job_txs, job_rxs): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| channel::bounded::<Job>(queue_capacity))
         .unzip();
     let (peer_txs, peer_rxs): (Vec<_>, Vec<_>) =
         (0..n).map(|_| channel::unbounded::<Inbound>()).unzip();
+    let redelivered = redeliver.len();
+    for (to, msg) in redeliver {
+        if let Some(tx) = peer_txs.get(to) {
+            let _ = tx.send(Inbound::Peer(msg));
+        }
+    }
+    if redelivered > 0 {
+        tracing::info!(
+            messages = redelivered,
+            "re-delivering messages between shards that recovery found unapplied"
+        );
+    }
     let peer_txs: Arc<[Sender<Inbound>]> = peer_txs.into();
     let mut handles = Vec::with_capacity(n);
     let stop = Arc::new(AtomicBool::new(false));
-    for ((shard, jobs), peers) in shards.into_iter().zip(job_rxs).zip(peer_rxs) {
+    let failed = Arc::new(AtomicBool::new(false));
+    for (((shard, journal), jobs), peers) in
+        shards.into_iter().zip(journals).zip(job_rxs).zip(peer_rxs)
+    {
         let worker = Worker {
             id: shard.id(),
+            token_base: boot_bits | (shard.id() as u64) << TOKEN_SHARD_SHIFT,
             shard,
+            journal,
             jobs,
             peers,
             peer_txs: peer_txs.clone(),
             replies: Vec::new(),
             free: Vec::new(),
-            out: Vec::with_capacity(64),
+            out: Vec::with_capacity(256),
             metrics: metrics.clone(),
             stop: stop.clone(),
+            failed: failed.clone(),
+            broken: false,
         };
         let handle = std::thread::Builder::new()
             .name(format!("shard-{}", worker.id))
@@ -135,8 +274,13 @@ pub fn start(
     Ok((
         ShardSet {
             jobs: job_txs.into(),
+            failed: failed.clone(),
         },
-        ShardThreads { handles, stop },
+        ShardThreads {
+            handles,
+            stop,
+            failed,
+        },
     ))
 }
 
@@ -152,21 +296,33 @@ enum Inbound {
 /// How often a shard drops records older than the idempotency window.
 const PURGE_EVERY_SECS: u64 = 60;
 
-/// Bits of a token below the submitting shard's id.
-const TOKEN_SHARD_SHIFT: u32 = 40;
+/// A request this shard is deciding: where its answer goes, and the response MTI for a 96.
+#[derive(Debug)]
+struct Pending {
+    reply: ReplyTo,
+    response_mti: Mti,
+}
 
 struct Worker {
     id: usize,
+    /// Boot and shard bits of this shard's tokens.
+    token_base: u64,
     shard: Shard,
+    journal: Journal,
     jobs: Receiver<Job>,
     peers: Receiver<Inbound>,
     peer_txs: Arc<[Sender<Inbound>]>,
-    /// Reply addresses of the requests this shard is deciding, by token.
-    replies: Vec<Option<ReplyTo>>,
+    /// Reply addresses of the requests this shard is deciding, by local slot.
+    replies: Vec<Option<Pending>>,
     free: Vec<u64>,
+    /// Outputs of the current batch, held until it is committed.
     out: Vec<Output>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
+    /// Raised by any shard whose journal failed: every shard answers new requests 96.
+    failed: Arc<AtomicBool>,
+    /// This shard's own journal failed: it applies nothing more.
+    broken: bool,
 }
 
 fn wall_clock() -> Now {
@@ -177,34 +333,33 @@ fn wall_clock() -> Now {
 }
 
 impl Worker {
-    fn run(mut self) {
+    fn run(mut self) -> Finished {
         let mut jobs_open = true;
         let mut next_purge = wall_clock().plus_secs(PURGE_EVERY_SECS);
         loop {
-            // Peers first: their messages finish decisions already under way.
+            // Gather a batch: peers first (their messages finish decisions under way).
             let now = wall_clock();
+            let mut did = 0;
             if now >= next_purge {
                 // Keys older than the idempotency window; bounded memory on a long run.
-                let purged = self.shard.purge_expired(now);
-                if purged > 0 {
-                    tracing::debug!(
-                        shard = self.id,
-                        purged,
-                        "expired idempotency records purged"
-                    );
-                }
+                self.record(Input::Purge { now });
                 next_purge = now.plus_secs(PURGE_EVERY_SECS);
             }
-            let mut did = 0;
-            while let Ok(msg) = self.peers.try_recv() {
-                self.inbound(now, msg);
-                did += 1;
+            while did < PEER_BATCH {
+                match self.peers.try_recv() {
+                    Ok(msg) => {
+                        self.inbound(now, msg);
+                        did += 1;
+                    }
+                    Err(_) => break,
+                }
             }
-            while jobs_open && did < BATCH {
+            let mut taken = 0;
+            while jobs_open && taken < BATCH {
                 match self.jobs.try_recv() {
                     Ok(job) => {
                         self.take(now, job);
-                        did += 1;
+                        taken += 1;
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => jobs_open = false,
@@ -213,7 +368,8 @@ impl Worker {
             if let Some(g) = self.metrics.shard_queue(self.id) {
                 g.set(self.jobs.len() as i64);
             }
-            if did > 0 {
+            if did + taken > 0 || self.journal.pending() || !self.out.is_empty() {
+                self.commit();
                 continue;
             }
             if !jobs_open && self.replies.iter().all(Option::is_none) {
@@ -222,10 +378,11 @@ impl Worker {
                 // switch says stop and the peer channel has been quiet for a moment.
                 match self.peers.recv_timeout(Duration::from_millis(50)) {
                     Ok(msg) => self.inbound(now, msg),
-                    Err(RecvTimeoutError::Timeout) if self.stop.load(Ordering::SeqCst) => return,
+                    Err(RecvTimeoutError::Timeout) if self.stop.load(Ordering::SeqCst) => break,
                     Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => return,
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
+                self.commit();
                 continue;
             }
             // Sleep until there is work.
@@ -248,20 +405,39 @@ impl Worker {
                     Err(_) => jobs_open = false,
                 }
             }
+            // Commit at the top of the loop, with whatever else arrived meanwhile.
         }
+        self.commit();
+        (self.shard, self.journal)
+    }
+
+    /// Journals one input (buffered) and applies it; its outputs wait for the commit.
+    fn record(&mut self, input: Input) {
+        if self.broken {
+            return;
+        }
+        self.journal.append(&input);
+        self.shard.apply(input, &mut self.out);
     }
 
     fn inbound(&mut self, now: Now, msg: Inbound) {
         match msg {
-            Inbound::Peer(msg) => {
-                self.shard.handle_peer(now, msg, &mut self.out);
-                self.flush();
-            }
+            Inbound::Peer(msg) => self.record(Input::Peer { now, msg }),
+            // Durable on the shard that produced it.
             Inbound::Reply { token, response } => self.reply(token, response),
         }
     }
 
     fn take(&mut self, now: Now, job: Job) {
+        let response_mti = job.request.mti.response();
+        if self.failed.load(Ordering::Relaxed) {
+            // Fail-stop: nothing is decided (or applied) once a journal has failed.
+            let _ = job.reply.tx.send((
+                job.reply.slot,
+                Response::plain(response_mti, ResponseCode::SystemMalfunction),
+            ));
+            return;
+        }
         let local = match self.free.pop() {
             Some(t) => t,
             None => {
@@ -270,17 +446,77 @@ impl Worker {
             }
         };
         if let Some(slot) = self.replies.get_mut(local as usize) {
-            *slot = Some(job.reply);
+            *slot = Some(Pending {
+                reply: job.reply,
+                response_mti,
+            });
         }
-        let token = (self.id as u64) << TOKEN_SHARD_SHIFT | local;
-        self.shard
-            .handle_request(now, token, job.request, &mut self.out);
+        let token = self.token_base | local;
+        self.record(Input::Request {
+            now,
+            token,
+            request: Box::new(job.request),
+        });
+    }
+
+    /// Commits the batch's journal records, then releases its outputs; on a failure, answers
+    /// 96 instead and stops (module docs).
+    fn commit(&mut self) {
+        if self.journal.pending() {
+            let started = Instant::now();
+            let result = self.journal.commit();
+            self.metrics
+                .journal_commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            if let Err(e) = result {
+                self.fail(&e);
+                return;
+            }
+        }
         self.flush();
+    }
+
+    fn fail(&mut self, error: &std::io::Error) {
+        self.metrics.journal_errors.inc();
+        tracing::error!(
+            shard = self.id,
+            file = %self.journal.path().display(),
+            error = %error,
+            "journal write failed: answering 96 and deciding nothing more (fail-stop)"
+        );
+        self.broken = true;
+        self.failed.store(true, Ordering::SeqCst);
+        let mut out = std::mem::take(&mut self.out);
+        for output in out.drain(..) {
+            if let Output::Reply { token, response } = output {
+                let refused = Response::plain(response.mti, ResponseCode::SystemMalfunction);
+                self.reply(token, refused);
+            }
+        }
+        self.out = out;
+        // Requests still being decided here would wait forever: answer them now.
+        for (local, slot) in self.replies.iter_mut().enumerate() {
+            if let Some(p) = slot.take() {
+                let _ = p.reply.tx.send((
+                    p.reply.slot,
+                    Response::plain(p.response_mti, ResponseCode::SystemMalfunction),
+                ));
+                self.free.push(local as u64);
+            }
+        }
     }
 
     /// Sends an answer to its connection, or to the shard that holds its reply address.
     fn reply(&mut self, token: u64, response: Response) {
-        let home = (token >> TOKEN_SHARD_SHIFT) as usize;
+        if token >> TOKEN_BOOT_SHIFT != self.token_base >> TOKEN_BOOT_SHIFT {
+            // A request of an earlier process (replayed): its connection is gone.
+            tracing::debug!(
+                shard = self.id,
+                "answer for a request of an earlier boot dropped"
+            );
+            return;
+        }
+        let home = ((token >> TOKEN_SHARD_SHIFT) as usize) & (MAX_SHARDS - 1);
         if home != self.id {
             match self.peer_txs.get(home) {
                 Some(tx) => {
@@ -292,16 +528,17 @@ impl Worker {
         }
         let local = token & ((1 << TOKEN_SHARD_SHIFT) - 1);
         match self.replies.get_mut(local as usize).and_then(Option::take) {
-            Some(reply) => {
+            Some(p) => {
                 self.free.push(local);
                 // The connection may be gone; its answer then has no reader.
-                let _ = reply.tx.send((reply.slot, response));
+                let _ = p.reply.tx.send((p.reply.slot, response));
             }
+            None if self.broken => {}
             None => tracing::error!(shard = self.id, token, "engine answered an unknown token"),
         }
     }
 
-    /// Delivers what the engine produced.
+    /// Delivers what the engine produced (after the batch is committed).
     fn flush(&mut self) {
         let mut out = std::mem::take(&mut self.out);
         for output in out.drain(..) {

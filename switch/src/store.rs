@@ -1,13 +1,42 @@
-//! The embedded store's starting state: `accounts.csv` and `orders.csv` in the data directory
-//! (PROTOCOL.md section 3), parsed by `routing::data` and dealt out to the shards that own each
-//! card and order. With neither file present, a demo set is generated first and the log says so.
+//! The store's state at start: recovered from `<data_dir>/state/` (snapshot + journal of each
+//! shard, [`crate::journal`]) or, on a first start, loaded from `accounts.csv` and `orders.csv`
+//! in the data directory (PROTOCOL.md section 3), parsed by `routing::data` and dealt out to the
+//! shards that own each card and order. With neither file present, a demo set is generated first
+//! and the log says so. The CSV load is written at once as every shard's first snapshot, so
+//! later starts never read the CSVs again.
+//!
+//! Recovery: each shard is restored from its newest snapshot and replays its journal through
+//! [`Shard::apply`]; replies are dropped (their connections are gone), messages to other shards
+//! are kept, and once every shard is replayed those a receiver never applied (sequence number
+//! above its `received_seq` of the sender) are handed to the shard threads for delivery before
+//! any connection is accepted.
 
+use std::collections::VecDeque;
 use std::path::Path;
+use std::time::Instant;
 
 use anyhow::Context;
-use routing::{EngineConfig, Shard};
+use routing::{EngineConfig, Output, PeerMsg, Shard};
 
-use crate::config::Config;
+use crate::config::{Config, Durability};
+use crate::journal::{self, Journal};
+
+/// The shards' state and journals, ready for [`crate::shards::start`].
+#[derive(Debug)]
+pub struct Loaded {
+    pub shards: Vec<Shard>,
+    /// One open journal per shard, positioned after its last valid record.
+    pub journals: Vec<Journal>,
+    /// This start's boot number (tokens carry it).
+    pub boot: u64,
+    /// Messages between shards a replay produced that their receiver never applied, in order:
+    /// (destination shard, message).
+    pub redeliver: Vec<(usize, PeerMsg)>,
+}
+
+/// Replayed messages kept per (sender, receiver) for re-delivery: those in flight at a crash
+/// are a few per request in flight, far fewer than this.
+const REDELIVER_WINDOW: usize = 1 << 20;
 
 /// Demo set written on a first start with an empty data directory.
 const DEMO_ACCOUNTS: usize = 10_000;
@@ -36,8 +65,136 @@ fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads the data directory into `shard_count` shards.
-pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Vec<Shard>> {
+/// Loads the shards: recovers `<data_dir>/state/`, or creates it from the CSVs.
+pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Loaded> {
+    let engine = EngineConfig {
+        idempotency_window_secs: config.idempotency_window_secs,
+        bins: config.bin_table()?,
+    };
+    let state = journal::state_dir(&config.data_dir);
+    if !state.exists() {
+        let shards = load_csv(config, shard_count, &engine)?;
+        let started = Instant::now();
+        let snapshots: Vec<Vec<u8>> = shards
+            .iter()
+            .map(|s| {
+                let mut bytes = Vec::new();
+                s.snapshot(&mut bytes);
+                bytes
+            })
+            .collect();
+        journal::init_state(&state, &snapshots)?;
+        tracing::info!(dir = %state.display(), elapsed = ?started.elapsed(), "initial snapshots of the CSV load written");
+    }
+    recover(
+        &state,
+        shard_count,
+        &engine,
+        config.durability == Durability::Fsync,
+    )
+}
+
+/// Restores every shard from its newest snapshot and replays its journal (module docs).
+pub fn recover(
+    state: &Path,
+    shard_count: usize,
+    engine: &EngineConfig,
+    fsync: bool,
+) -> anyhow::Result<Loaded> {
+    let found = journal::shard_dirs(state)?;
+    if found != shard_count {
+        anyhow::bail!(
+            "{} holds the state of {found} shards and this start has {shard_count}: start with --shards {found}",
+            state.display()
+        );
+    }
+    let boot = journal::next_boot(state)?;
+    let started = Instant::now();
+    let mut shards = Vec::with_capacity(shard_count);
+    let mut journals = Vec::with_capacity(shard_count);
+    // [sender][receiver]: the newest replayed messages.
+    let mut sent: Vec<Vec<VecDeque<PeerMsg>>> =
+        vec![vec![VecDeque::new(); shard_count]; shard_count];
+    let mut records = 0u64;
+    for i in 0..shard_count {
+        let files = journal::shard_files(&journal::shard_dir(state, i))?;
+        let bytes = std::fs::read(&files.snapshot)
+            .with_context(|| format!("reading {}", files.snapshot.display()))?;
+        let mut shard = Shard::restore(i, shard_count, engine.clone(), &bytes)
+            .with_context(|| format!("restoring {}", files.snapshot.display()))?;
+        let mut out = Vec::new();
+        let mut generation = files.generation;
+        let mut len = 0;
+        let last = files.segments.len().saturating_sub(1);
+        for (k, (g, path)) in files.segments.iter().enumerate() {
+            generation = *g;
+            len = journal::read_segment(path, k == last, |input| {
+                shard.apply(input, &mut out);
+                records += 1;
+                for o in out.drain(..) {
+                    if let Output::ToShard { shard: to, msg } = o {
+                        if let Some(q) = sent.get_mut(i).and_then(|v| v.get_mut(to)) {
+                            if q.len() == REDELIVER_WINDOW {
+                                q.pop_front();
+                            }
+                            q.push_back(msg);
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        journals.push(Journal::open(&files.dir, generation, len, fsync)?);
+        shards.push(shard);
+    }
+    let mut redeliver = Vec::new();
+    for (from, queues) in sent.into_iter().enumerate() {
+        for (to, queue) in queues.into_iter().enumerate() {
+            let Some(receiver) = shards.get(to) else {
+                continue;
+            };
+            let taken = receiver.received_seq(from);
+            if let Some(first) = queue.front() {
+                if first.seq() > taken + 1 {
+                    tracing::error!(
+                        from,
+                        to,
+                        taken,
+                        first = first.seq(),
+                        "messages between shards lost before recovery"
+                    );
+                }
+            }
+            redeliver.extend(
+                queue
+                    .into_iter()
+                    .filter(|m| m.seq() > taken)
+                    .map(|m| (to, m)),
+            );
+        }
+    }
+    tracing::info!(
+        shards = shard_count,
+        records,
+        redeliver = redeliver.len(),
+        boot,
+        elapsed = ?started.elapsed(),
+        "state recovered from snapshots and journals"
+    );
+    Ok(Loaded {
+        shards,
+        journals,
+        boot,
+        redeliver,
+    })
+}
+
+/// Loads the CSVs of the data directory into `shard_count` shards (a first start).
+fn load_csv(
+    config: &Config,
+    shard_count: usize,
+    engine: &EngineConfig,
+) -> anyhow::Result<Vec<Shard>> {
     let dir = &config.data_dir;
     let accounts_path = dir.join("accounts.csv");
     let orders_path = dir.join("orders.csv");
@@ -62,12 +219,8 @@ pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Vec<Shard>> {
         tracing::warn!(path = %orders_path.display(), "no orders file: no merchant orders loaded");
         Vec::new()
     };
-    let engine = EngineConfig {
-        idempotency_window_secs: config.idempotency_window_secs,
-        bins: config.bin_table()?,
-    };
     let (n_accounts, n_orders) = (accounts.len(), orders.len());
-    let shards = routing::build_shards(shard_count, &engine, accounts, orders)?;
+    let shards = routing::build_shards(shard_count, engine, accounts, orders)?;
     tracing::info!(
         accounts = n_accounts,
         orders = n_orders,
