@@ -199,6 +199,9 @@ impl Connection {
         let frame = match item {
             None => return Ok(false),
             Some(Err(e)) => return Err(e),
+            // A zero-length frame is a keep-alive some terminals send: it refreshes the idle
+            // timer (already done by the caller) and needs no answer.
+            Some(Ok(frame)) if frame.is_empty() => return Ok(true),
             Some(Ok(frame)) => frame,
         };
         let metrics = &self.shared.metrics;

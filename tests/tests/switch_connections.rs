@@ -350,6 +350,7 @@ async fn idle_connections_close_and_echoes_keep_them_alive() {
     .await;
     let mut silent = sw.client().await;
     let mut chatty = sw.client().await;
+    let mut keepalive = sw.client().await;
     for i in 0..4u32 {
         tokio::time::sleep(Duration::from_millis(400)).await;
         let echo = [
@@ -358,7 +359,20 @@ async fn idle_connections_close_and_echoes_keep_them_alive() {
             (70, "301".to_owned()),
         ];
         assert_eq!(chatty.call("0800", &echo).await.code(), "00");
+        // A zero-length frame: a keep-alive, no answer.
+        keepalive.send_raw(b"").await;
     }
+    let echo = [
+        (7, "1126104500".to_owned()),
+        (11, "000099".to_owned()),
+        (70, "301".to_owned()),
+    ];
+    let r = keepalive.call("0800", &echo).await;
+    assert_eq!(
+        (r.code(), r.get(11)),
+        ("00", Some("000099")),
+        "kept alive, nothing else answered"
+    );
     // 1.6 s of silence: the silent connection has been closed by the switch.
     let closed = tokio::time::timeout(
         Duration::from_secs(5),
@@ -369,4 +383,9 @@ async fn idle_connections_close_and_echoes_keep_them_alive() {
     assert!(closed.is_none(), "idle connection closed");
     let (_, metrics) = sw.admin_get("/metrics").await;
     assert!(metric(&metrics, "switch_connections_closed_total{reason=\"idle\"}") >= 1.0);
+    assert_eq!(
+        metric(&metrics, "switch_frames_skipped_total{reason=\"undecodable\"}"),
+        0.0,
+        "keep-alives are not bad frames"
+    );
 }
