@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# Capacity benchmark (issue 5): how fast is the switch on this machine, and how does that
+# compare with what the machine's loopback and our own client can do at all?
+#
+#   benches/capacity.sh            # about 1.5 minutes after the release build
+#
+# 1. Builds the release `switch` and `loadgen`, writes a demo data set (10,000 cards,
+#    10,000 orders) with `switch demo-data`.
+# 2. Raw limit: `loadgen echo-server` (length-prefixed echo: framing and TCP only, no ISO 8583
+#    decoding) driven by `loadgen --mode echo`, the same client code as against the switch,
+#    closed loop 16 connections x 64 in flight.
+# 3. For each durability (`none`, then the default `fsync`): a fresh switch on a fresh copy of
+#    the data; closed loop to saturation (16 x 64, 0200 purchases); then open loop at 25, 50
+#    and 75% of the saturation rate (latency from each request's due time).
+# 4. Prints a table (also in $OUT/summary.md); every loadgen report (JSON, .hgrm, .svg) and
+#    switch log stays in $OUT.
+#
+# Environment: OUT (default target/capacity/<UTC time>), SAT_DURATION (10s), OPEN_DURATION (5s),
+# WARMUP (2s), DURABILITIES ("none fsync"), CONNECTIONS (16), PIPELINE (64), THREADS (loadgen
+# runtime threads, 1), SHARDS (switch shards; default: the switch's own, one per core).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-target/capacity/$(date -u +%Y%m%dT%H%M%SZ)}
+SAT_DURATION=${SAT_DURATION:-10s}
+OPEN_DURATION=${OPEN_DURATION:-5s}
+WARMUP=${WARMUP:-2s}
+OPEN_WARMUP=${OPEN_WARMUP:-1s}
+DURABILITIES=${DURABILITIES:-none fsync}
+CONNECTIONS=${CONNECTIONS:-16}
+PIPELINE=${PIPELINE:-64}
+THREADS=${THREADS:-1}
+SHARDS=${SHARDS:-}
+
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+echo "== building release binaries" >&2
+cargo build --release -p switch -p loadgen >&2
+BIN=target/release
+mkdir -p "$OUT"
+"$BIN/switch" demo-data --out "$OUT/data" --accounts 10000 --orders 10000 >&2
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# One value of loadgen's summary line (`key=value ...`) in $OUT/$1.out.
+field() {
+  sed -n "s/.*[[:space:]]$2=\([^[:space:]]*\).*/\1/p" "$OUT/$1.out" | tail -n 1
+}
+
+# run_loadgen NAME ARGS...: writes $OUT/NAME.json (+ .hgrm, .svg), .out (summary), .err.
+run_loadgen() {
+  local name=$1
+  shift
+  local rc=0
+  "$BIN/loadgen" --data-dir "$OUT/data" --connections "$CONNECTIONS" --threads "$THREADS" \
+    --mix purchase=100 --report "$OUT/$name.json" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" || rc=$?
+  if [ "$rc" -ge 2 ]; then
+    echo "loadgen $name failed (exit $rc):" >&2
+    cat "$OUT/$name.err" >&2
+    exit 1
+  fi
+  echo "   $name: $(sed 's/^loadgen: //' "$OUT/$name.out")" >&2
+}
+
+# wait_for LOG PATTERN: the first match of sed PATTERN (with one group) in LOG, within 30 s.
+# Every listener binds port 0 (no clash with anything else on the machine) and says where.
+wait_for() {
+  local found
+  for _ in $(seq 1 300); do
+    found=$(sed -n "s/$2/\1/p" "$1" | head -n 1)
+    if [ -n "$found" ]; then
+      echo "$found"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "no address in $1 after 30 s:" >&2
+  cat "$1" >&2
+  return 1
+}
+
+ROWS=()
+FMT='| %-26s | %-10s | %-6s | %10s | %6s | %8s | %9s | %9s | %9s | %12s |'
+row() { ROWS+=("$(printf "$FMT" "$@")"); }
+
+# --- the raw limit: echo server, same client -------------------------------------------
+echo "== raw limit: loadgen echo-server, closed loop ${CONNECTIONS}x${PIPELINE}" >&2
+"$BIN/loadgen" echo-server --listen 127.0.0.1:0 >"$OUT/echo-server.out" 2>&1 &
+ECHO_PID=$!
+PIDS+=("$ECHO_PID")
+ECHO_ADDR=$(wait_for "$OUT/echo-server.out" '^listening on \(.*\)$')
+run_loadgen echo-closed --target "$ECHO_ADDR" --mode echo --pipeline "$PIPELINE" \
+  --warmup "$WARMUP" --duration "$SAT_DURATION"
+kill -TERM "$ECHO_PID" 2>/dev/null || true
+wait "$ECHO_PID" 2>/dev/null || true
+ECHO_TPS=$(field echo-closed tps)
+row "echo (raw limit)" "-" "closed" "$ECHO_TPS" "$(field echo-closed errors)" \
+  "$(field echo-closed timeouts)" "$(field echo-closed p50_us)" "$(field echo-closed p99_us)" \
+  "$(field echo-closed p999_us)" "-"
+
+declare -A SAT
+NOTES=()
+for durability in $DURABILITIES; do
+  echo "== switch, --durability $durability" >&2
+  rm -rf "$OUT/state-$durability"
+  cp -r "$OUT/data" "$OUT/state-$durability"
+  shard_args=()
+  if [ -n "$SHARDS" ]; then shard_args=(--shards "$SHARDS"); fi
+  log="$OUT/switch-$durability.log"
+  "$BIN/switch" --data-dir "$OUT/state-$durability" --listen 127.0.0.1:0 \
+    --admin-listen 127.0.0.1:0 --durability "$durability" --log info \
+    "${shard_args[@]}" 2>"$log" &
+  SWITCH_PID=$!
+  PIDS+=("$SWITCH_PID")
+  ISO_ADDR=$(wait_for "$log" '.*switch ready.* iso_addr=\([0-9.:]*\).*')
+  ADMIN_ADDR=$(wait_for "$log" '.*switch ready.* admin_addr=\([0-9.:]*\).*')
+  "$BIN/switch" healthcheck --admin "$ADMIN_ADDR"
+
+  name="switch-$durability-closed"
+  run_loadgen "$name" --target "$ISO_ADDR" --pipeline "$PIPELINE" --warmup "$WARMUP" \
+    --duration "$SAT_DURATION"
+  sat=$(field "$name" tps)
+  # What the switch persisted beside the two CSV files it started from: a durable switch
+  # journals every decision before answering, so its journal grows with the requests.
+  journal=$(find "$OUT/state-$durability" -type f -name '*journal*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+  other=$(find "$OUT/state-$durability" -type f ! -name '*journal*' ! -name accounts.csv ! -name orders.csv -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+  NOTES+=("--durability $durability: right after its saturation run, journal files held $journal bytes, other state files $other bytes$(
+    if [ "$journal" -eq 0 ]; then
+      echo " (nothing journaled: decisions were not on disk when answered)"
+    fi)")
+  SAT[$durability]=$sat
+  row "switch saturation" "$durability" "closed" "$sat" "$(field "$name" errors)" \
+    "$(field "$name" timeouts)" "$(field "$name" p50_us)" "$(field "$name" p99_us)" \
+    "$(field "$name" p999_us)" "-"
+  for pct in 25 50 75; do
+    rate=$(awk -v s="$sat" -v p="$pct" 'BEGIN { r = int(s * p / 100); if (r < 1) r = 1; print r }')
+    name="switch-$durability-open$pct"
+    run_loadgen "$name" --target "$ISO_ADDR" --rate "$rate" --warmup "$OPEN_WARMUP" \
+      --duration "$OPEN_DURATION"
+    row "open loop ${pct}% = $rate/s" "$durability" "open" "$(field "$name" tps)" \
+      "$(field "$name" errors)" "$(field "$name" timeouts)" "$(field "$name" p50_us)" \
+      "$(field "$name" p99_us)" "$(field "$name" p999_us)" "$(field "$name" send_lag_p99_us)"
+  done
+  kill -TERM "$SWITCH_PID" 2>/dev/null || true
+  wait "$SWITCH_PID" 2>/dev/null || true
+done
+
+{
+  echo "Capacity benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "Machine: $(nproc) CPUs, $(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1), $(uname -sr)"
+  echo "Load: $CONNECTIONS connections, loadgen $THREADS thread(s), 0200 purchases; switch and loadgen share the machine"
+  echo "Load average (1, 5, 15 min) before the build: $LOAD_BEFORE; after the runs: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown) (other work on the machine skews the figures)"
+  echo "Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (working tree modified)')"
+  echo
+  printf "$FMT\n" run durability load "answers/s" errors timeouts "p50 us" "p99 us" "p99.9 us" \
+    "lag p99 us"
+  echo "|----------------------------|------------|--------|------------|--------|----------|-----------|-----------|-----------|--------------|"
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  for durability in $DURABILITIES; do
+    awk -v s="${SAT[$durability]}" -v e="$ECHO_TPS" -v d="$durability" \
+      'BEGIN { if (e > 0) printf "switch (--durability %s) at saturation: %.0f answers/s = %.1f%% of the echo limit (%.0f/s)\n", d, s, 100 * s / e, e }'
+  done
+  printf '%s\n' "${NOTES[@]}"
+  echo
+  echo "Latency of open-loop rows counts from each request's due time; 'lag p99' is how late"
+  echo "loadgen itself was in sending (part of the latency: when it is large, loadgen was starved"
+  echo "of CPU and the row says little about the switch)."
+  echo "Reports (JSON, .hgrm, .svg) and switch logs: $OUT"
+} | tee "$OUT/summary.md"

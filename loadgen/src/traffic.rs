@@ -1,0 +1,485 @@
+//! The requests loadgen sends, how they are encoded, and how an answer is checked.
+//!
+//! Every request carries DE 7, 11 and 41, its key: 41 is the connection's terminal id, 11 a
+//! STAN counter of the connection, 7 a transmission time that moves on by at least a second
+//! each time the STAN wraps, so no two requests of a run share a key. An answer is matched by
+//! that key, then must have the request's MTI + 10 (the same MTI from an echo server in
+//! `--mode echo`) and echo every field of [`Req::echoed`] unchanged; from a switch it must
+//! carry DE 39, and DE 38 (approval code) on approved 0110 holds and 0210 purchases, DE 54 on
+//! approved balance inquiries.
+
+use bytes::BytesMut;
+use codec::framing::{FrameError, LengthFramer};
+#[cfg(test)]
+use codec::MessageBuilder;
+use codec::{Message, MessageWriter, Mti, Spec};
+
+use crate::data::Data;
+
+/// What one request is, which decides its MTI, its fields and what may follow it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// 0200, DE 3 000000.
+    Purchase,
+    /// 0100 hold, completed by a 0220 once approved.
+    Hold,
+    /// 0220 completing a hold.
+    Completion,
+    /// 0200 reversed by a 0400 once approved.
+    ReversiblePurchase,
+    /// 0400 reversing a purchase.
+    Reversal,
+    /// 0100, DE 3 310000.
+    Balance,
+    /// 0200 with DE 42 and 48.
+    OrderPayment,
+    /// 0400 reversing an order payment (reopens the order).
+    OrderReversal,
+    /// 0800, DE 70 301.
+    Echo,
+    /// 0200 with a PAN in no row of accounts.csv (expect 14).
+    UnknownCard,
+    /// 0200 for more than the card's balance (expect 51).
+    OverBalance,
+}
+
+impl Kind {
+    pub const COUNT: usize = 11;
+    pub const ALL: [Kind; Kind::COUNT] = [
+        Kind::Purchase,
+        Kind::Hold,
+        Kind::Completion,
+        Kind::ReversiblePurchase,
+        Kind::Reversal,
+        Kind::Balance,
+        Kind::OrderPayment,
+        Kind::OrderReversal,
+        Kind::Echo,
+        Kind::UnknownCard,
+        Kind::OverBalance,
+    ];
+
+    /// Name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Purchase => "0200_purchase",
+            Kind::Hold => "0100_hold",
+            Kind::Completion => "0220_completion",
+            Kind::ReversiblePurchase => "0200_purchase_to_reverse",
+            Kind::Reversal => "0400_reversal",
+            Kind::Balance => "0100_balance_inquiry",
+            Kind::OrderPayment => "0200_order_payment",
+            Kind::OrderReversal => "0400_order_reversal",
+            Kind::Echo => "0800_echo",
+            Kind::UnknownCard => "0200_decline_unknown_card",
+            Kind::OverBalance => "0200_decline_over_balance",
+        }
+    }
+
+    /// The request MTI as a number (0200 -> 200).
+    pub fn mti(self) -> u16 {
+        match self {
+            Kind::Hold | Kind::Balance => 100,
+            Kind::Completion => 220,
+            Kind::Reversal | Kind::OrderReversal => 400,
+            Kind::Echo => 800,
+            _ => 200,
+        }
+    }
+
+    fn processing_code(self) -> &'static str {
+        match self {
+            Kind::Balance => "310000",
+            _ => "000000",
+        }
+    }
+}
+
+/// The card a request uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanRef {
+    None,
+    /// Index into `Data::cards`.
+    Card(u32),
+    /// Index into `Data::unknown_pans`.
+    Unknown(u32),
+}
+
+/// No order.
+pub const NO_ORDER: u32 = u32::MAX;
+
+/// The original a completion or reversal refers to (DE 90).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Original {
+    pub mti: u16,
+    pub stan: u32,
+    pub f7: u64,
+}
+
+/// One request: everything needed to encode it and to check its answer.
+#[derive(Clone, Copy, Debug)]
+pub struct Req {
+    pub kind: Kind,
+    pub pan: PanRef,
+    /// DE 4 in minor units (not sent on balance inquiries and echoes).
+    pub amount: u64,
+    /// DE 49.
+    pub currency: u16,
+    pub stan: u32,
+    /// DE 7 as a number.
+    pub f7: u64,
+    /// Index into `Data::orders`, or [`NO_ORDER`].
+    pub order: u32,
+    pub original: Option<Original>,
+}
+
+/// The key of a request within one connection (its DE 41 is the connection's).
+pub fn key(f7: u64, stan: u32) -> u64 {
+    f7.wrapping_mul(1_000_000).wrapping_add(u64::from(stan))
+}
+
+impl Req {
+    fn sends_amount(&self) -> bool {
+        !matches!(self.kind, Kind::Balance | Kind::Echo)
+    }
+
+    fn network(&self) -> bool {
+        self.kind == Kind::Echo
+    }
+
+    /// The PAN as text (`""` for an echo).
+    pub fn pan<'d>(&self, data: &'d Data) -> &'d str {
+        match self.pan {
+            PanRef::None => "",
+            PanRef::Card(i) => data.cards.get(i as usize).map_or("", |c| c.pan()),
+            PanRef::Unknown(i) => data.unknown_pans.get(i as usize).map_or("", String::as_str),
+        }
+    }
+}
+
+/// What is needed to encode and check: the layout, the framing and the data set.
+#[derive(Debug)]
+pub struct Wire<'a> {
+    pub spec: &'static Spec,
+    pub framer: &'a LengthFramer,
+    pub data: &'a Data,
+    pub terminal: &'a str,
+}
+
+fn mti(v: u16) -> Option<Mti> {
+    Mti::new([
+        b'0' + (v / 1000 % 10) as u8,
+        b'0' + (v / 100 % 10) as u8,
+        b'0' + (v / 10 % 10) as u8,
+        b'0' + (v % 10) as u8,
+    ])
+}
+
+impl Wire<'_> {
+    /// Appends the framed request to `out`.
+    pub fn encode(&self, req: &Req, out: &mut BytesMut) -> Result<(), FrameError> {
+        let data = self.data;
+        // DE 90: original MTI n4, STAN n6, date-time n10, acquirer and forwarding ids n11 each.
+        let mut f90 = [b'0'; 42];
+        if let Some(o) = req.original {
+            write_digits(&mut f90[0..4], u64::from(o.mti));
+            write_digits(&mut f90[4..10], u64::from(o.stan));
+            write_digits(&mut f90[10..20], o.f7);
+        }
+        let f90 = std::str::from_utf8(&f90).unwrap_or("");
+        // DE 49 is `n 3` in some layouts and `an 3` in others (pyiso8583): send text.
+        let mut f49 = [b'0'; 3];
+        write_digits(&mut f49, u64::from(req.currency));
+        let f49 = std::str::from_utf8(&f49).unwrap_or("");
+        let Some(mti) = mti(req.kind.mti()) else {
+            return Err(FrameError::Io(std::io::Error::other("not an MTI")));
+        };
+        self.framer.encode_with(out, |dst| {
+            // Fields in ascending order, straight into the buffer (no table of values).
+            let mut w = MessageWriter::new(self.spec, mti, dst)?;
+            if req.network() {
+                w.set_u64(7, req.f7)?.set_u64(11, u64::from(req.stan))?;
+                w.set(41, self.terminal)?.set_u64(70, 301)?;
+                return w.finish();
+            }
+            w.set(2, req.pan(data))?;
+            w.set(3, req.kind.processing_code())?;
+            if req.sends_amount() {
+                w.set_u64(4, req.amount)?;
+            }
+            w.set_u64(7, req.f7)?.set_u64(11, u64::from(req.stan))?;
+            if let (PanRef::Card(i), None) = (req.pan, req.original) {
+                if let Some(card) = data.cards.get(i as usize) {
+                    w.set(14, card.expiry())?;
+                }
+            }
+            w.set(41, self.terminal)?;
+            let order = data.orders.get(req.order as usize);
+            if let Some(order) = order {
+                w.set(42, &order.merchant_padded)?;
+                if req.kind == Kind::OrderPayment {
+                    w.set(48, &order.order_id)?;
+                }
+            }
+            w.set(49, f49)?;
+            if req.original.is_some() {
+                w.set(90, f90)?;
+            }
+            w.finish()
+        })
+    }
+
+    /// Checks an answer already matched to `req` by its key. `Ok` gives DE 39 (`None` from an
+    /// echo server).
+    pub fn check(
+        &self,
+        req: &Req,
+        msg: &Message<'_>,
+        echo_mode: bool,
+    ) -> Result<Option<[u8; 2]>, Mismatch> {
+        let expected = if echo_mode {
+            req.kind.mti()
+        } else {
+            req.kind.mti() + 10
+        };
+        if msg.mti().as_u16() != expected {
+            return Err(Mismatch::Mti);
+        }
+        let same_text = |n: usize, text: &str| msg.field(n).is_some_and(|f| same(&f, text));
+        let same_num = |n: usize, v: u64| msg.field(n).and_then(|f| f.to_u64()) == Some(v);
+        let field = |n: u8| Mismatch::Field(n);
+        if !same_num(7, req.f7) {
+            return Err(field(7));
+        }
+        if !same_num(11, u64::from(req.stan)) {
+            return Err(field(11));
+        }
+        if !same_text(41, self.terminal) {
+            return Err(field(41));
+        }
+        if req.network() {
+            if !same_num(70, 301) {
+                return Err(field(70));
+            }
+        } else {
+            if !same_text(2, req.pan(self.data)) {
+                return Err(field(2));
+            }
+            if !same_text(3, req.kind.processing_code()) {
+                return Err(field(3));
+            }
+            if req.sends_amount() && !same_num(4, req.amount) {
+                return Err(field(4));
+            }
+            let mut f49 = [b'0'; 3];
+            write_digits(&mut f49, u64::from(req.currency));
+            if !same_text(49, std::str::from_utf8(&f49).unwrap_or("")) {
+                return Err(field(49));
+            }
+            if let Some(order) = self.data.orders.get(req.order as usize) {
+                if !same_text(42, &order.merchant_padded) {
+                    return Err(field(42));
+                }
+            }
+        }
+        if echo_mode {
+            return Ok(None);
+        }
+        let mut buf = [0u8; 2];
+        let code = msg
+            .field(39)
+            .and_then(|f| f.text_into(&mut buf).map(|s| s.len() == 2))
+            .filter(|&two| two)
+            .map(|_| buf)
+            .ok_or(Mismatch::MissingField(39))?;
+        if &code == b"00" {
+            match req.kind {
+                Kind::Balance if !msg.has(54) => return Err(Mismatch::MissingField(54)),
+                Kind::Hold | Kind::Purchase | Kind::ReversiblePurchase | Kind::OrderPayment
+                    if !msg.has(38) =>
+                {
+                    return Err(Mismatch::MissingField(38))
+                }
+                _ => {}
+            }
+        }
+        Ok(Some(code))
+    }
+}
+
+/// Why a matched answer is wrong. Names the field, never its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mismatch {
+    /// Not the request's MTI + 10 (or, in echo mode, not the request's MTI).
+    Mti,
+    /// An echoed field is missing or differs.
+    Field(u8),
+    /// A field the answer must carry is missing (39; 38 on approvals; 54 on inquiries).
+    MissingField(u8),
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mismatch::Mti => f.write_str("wrong response MTI"),
+            Mismatch::Field(n) => write!(f, "echoed field {n} missing or different"),
+            Mismatch::MissingField(n) => write!(f, "field {n} missing"),
+        }
+    }
+}
+
+/// Whether a field reads as `text`; ASCII fields compare their wire bytes directly.
+fn same(f: &codec::Field<'_>, text: &str) -> bool {
+    if f.def().encoding == codec::spec::Encoding::Ascii {
+        f.wire() == text.as_bytes()
+    } else {
+        f.eq_text(text)
+    }
+}
+
+fn write_digits(dst: &mut [u8], mut v: u64) {
+    for slot in dst.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::Data;
+    use tokio_util::codec::Decoder;
+
+    fn data() -> Data {
+        let accounts = "pan,expiry,status,currency,balance,daily_limit\n\
+            4532015112830366,3012,active,840,1000.00,500.00\n";
+        let orders = "order_id,merchant_id,amount,currency,status\nORD1,SHOP1,10.00,840,open\n";
+        Data::parse(accounts, orders, 1_764_153_900).unwrap()
+    }
+
+    fn req(kind: Kind) -> Req {
+        Req {
+            kind,
+            pan: PanRef::Card(0),
+            amount: 1234,
+            currency: 840,
+            stan: 42,
+            f7: 1_126_104_500,
+            order: NO_ORDER,
+            original: None,
+        }
+    }
+
+    /// Encodes `req`, answers it the way a switch would (echo the fields, 39, 38), with
+    /// `tweak` applied to the answer, and checks it.
+    fn round_trip(
+        r: &Req,
+        tweak: impl FnOnce(&mut MessageBuilder<'_, '_>),
+    ) -> Result<Option<[u8; 2]>, Mismatch> {
+        let spec = codec::builtin("iso87-binary").unwrap();
+        let framer = LengthFramer::default();
+        let data = data();
+        let wire = Wire {
+            spec,
+            framer: &framer,
+            data: &data,
+            terminal: "LG000001",
+        };
+        let mut out = BytesMut::new();
+        wire.encode(r, &mut out).unwrap();
+        let frame = framer.clone().decode(&mut out).unwrap().unwrap();
+        let request = Message::decode(spec, frame).unwrap();
+        let mut b = MessageBuilder::new(spec, request.mti().response().unwrap());
+        for n in [2, 3, 4, 7, 11, 41, 42, 49, 70] {
+            b.copy_from(&request, n).unwrap();
+        }
+        b.set(39, "00").unwrap().set(38, "A00001").unwrap();
+        tweak(&mut b);
+        let mut body = BytesMut::new();
+        b.encode_into(&mut body).unwrap();
+        let answer = Message::decode(spec, body.freeze()).unwrap();
+        wire.check(r, &answer, false)
+    }
+
+    #[test]
+    fn a_faithful_answer_passes() {
+        assert_eq!(round_trip(&req(Kind::Purchase), |_| {}), Ok(Some(*b"00")));
+        assert_eq!(
+            round_trip(&req(Kind::Echo), |b| {
+                b.clear(38);
+            }),
+            Ok(Some(*b"00"))
+        );
+        let mut r = req(Kind::Reversal);
+        r.original = Some(Original {
+            mti: 200,
+            stan: 41,
+            f7: 1_126_104_500,
+        });
+        assert_eq!(round_trip(&r, |_| {}), Ok(Some(*b"00")));
+        let mut r = req(Kind::OrderPayment);
+        r.order = 0;
+        assert_eq!(round_trip(&r, |_| {}), Ok(Some(*b"00")));
+    }
+
+    #[test]
+    fn a_changed_field_fails() {
+        let r = req(Kind::Purchase);
+        assert_eq!(
+            round_trip(&r, |b| {
+                b.set_u64(4, 1235).unwrap();
+            }),
+            Err(Mismatch::Field(4))
+        );
+        assert_eq!(
+            round_trip(&r, |b| {
+                b.set(41, "LG000002").unwrap();
+            }),
+            Err(Mismatch::Field(41))
+        );
+        assert_eq!(
+            round_trip(&r, |b| {
+                b.clear(2);
+            }),
+            Err(Mismatch::Field(2))
+        );
+        assert_eq!(
+            round_trip(&r, |b| {
+                b.set_mti(Mti::parse("0230").unwrap());
+            }),
+            Err(Mismatch::Mti)
+        );
+        assert_eq!(
+            round_trip(&r, |b| {
+                b.clear(39);
+            }),
+            Err(Mismatch::MissingField(39))
+        );
+        assert_eq!(
+            round_trip(&r, |b| {
+                b.clear(38);
+            }),
+            Err(Mismatch::MissingField(38))
+        );
+        // A decline needs no approval code.
+        assert_eq!(
+            round_trip(&r, |b| {
+                b.clear(38).set(39, "51").unwrap();
+            }),
+            Ok(Some(*b"51"))
+        );
+        assert_eq!(
+            round_trip(&req(Kind::Balance), |_| {}),
+            Err(Mismatch::MissingField(54))
+        );
+    }
+
+    #[test]
+    fn keys_and_digits() {
+        assert_ne!(key(1_126_104_500, 1), key(1_126_104_501, 1));
+        assert_eq!(key(1_126_104_500, 999_999) + 1, key(1_126_104_501, 0));
+        let mut d = [0u8; 6];
+        write_digits(&mut d, 42);
+        assert_eq!(&d, b"000042");
+    }
+}

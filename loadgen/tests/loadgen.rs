@@ -1,0 +1,604 @@
+//! The real `loadgen` binary against a real switch (started in this process on 127.0.0.1:0),
+//! against its own echo server, and against small fake servers that answer wrongly or not at
+//! all. Assertions are about counting and checking, never about speed.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use codec::framing::LengthFramer;
+use codec::{Message, MessageBuilder};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_util::codec::Framed;
+
+const LOADGEN: &str = env!("CARGO_BIN_EXE_loadgen");
+
+/// A switch in this process with a small demo data set.
+struct Switch {
+    running: switch::Running,
+    dir: tempfile::TempDir,
+}
+
+async fn start_switch() -> Switch {
+    let dir = tempfile::tempdir().expect("temp dir");
+    switch::store::write_demo_data(dir.path(), 500, 200, 7).expect("demo data");
+    let config = switch::Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        admin_listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().to_owned(),
+        shards: 2,
+        durability: switch::config::Durability::None,
+        log: "warn".into(),
+        ..switch::Config::default()
+    };
+    let running = switch::start(config).await.expect("switch starts");
+    Switch { running, dir }
+}
+
+/// Runs loadgen to completion (off the runtime's threads) and returns its output.
+async fn loadgen(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        Command::new(LOADGEN)
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("loadgen runs")
+    })
+    .await
+    .expect("join")
+}
+
+fn args(target: &str, data: &Path, report: &Path, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = vec![
+        "--target".into(),
+        target.into(),
+        "--data-dir".into(),
+        data.display().to_string(),
+        "--report".into(),
+        report.display().to_string(),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn read_report(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).expect("report written");
+    serde_json::from_str(&text).expect("report is JSON")
+}
+
+fn n(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} is a count in {v:#}"))
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The accounting identity every report must satisfy.
+fn assert_accounts(r: &Value) {
+    assert_eq!(
+        n(r, "sent"),
+        n(r, "received") + n(r, "timeouts") + n(r, "abandoned") + n(r, "in_flight_at_end"),
+        "sent = received + timeouts + abandoned + in_flight_at_end in {r:#}"
+    );
+    let kinds = &r["error_kinds"];
+    let sum: u64 = [
+        "mismatch",
+        "unmatched",
+        "undecodable",
+        "connection",
+        "encode",
+    ]
+    .iter()
+    .map(|k| n(kinds, k))
+    .sum();
+    assert_eq!(n(r, "errors"), sum, "errors = sum of error_kinds");
+    let codes: u64 = r["response_codes"]
+        .as_object()
+        .expect("codes")
+        .values()
+        .map(|v| v.as_u64().expect("count"))
+        .sum();
+    let per_kind: u64 = r["requests"]
+        .as_object()
+        .expect("requests")
+        .values()
+        .map(|v| n(v, "sent"))
+        .sum();
+    assert_eq!(per_kind, n(r, "sent"), "requests by kind add up to sent");
+    if r["run"]["mode"] == "switch" {
+        assert_eq!(codes, n(r, "received") - n(kinds, "mismatch"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_mix_against_the_switch_answers_everything() {
+    let sw = start_switch().await;
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let report = out_dir.path().join("run.json");
+    let target = sw.running.iso_addr.to_string();
+    let mix = "purchase=50,auth_completion=10,reversal=10,balance=10,order=10,echo=5,decline=5";
+    let out = loadgen(args(
+        &target,
+        sw.dir.path(),
+        &report,
+        &[
+            "--connections",
+            "4",
+            "--pipeline",
+            "8",
+            "--duration",
+            "2s",
+            "--warmup",
+            "500ms",
+            "--mix",
+            mix,
+        ],
+    ))
+    .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let r = read_report(&report);
+    for key in [
+        "sent",
+        "received",
+        "timeouts",
+        "errors",
+        "tps",
+        "latency_us",
+        "response_codes",
+    ] {
+        assert!(!r[key].is_null(), "report has {key}: {r:#}");
+    }
+    for p in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(r["latency_us"][p].is_u64(), "latency_us.{p}");
+    }
+    let l = &r["latency_us"];
+    assert!(n(l, "p50") <= n(l, "p99") && n(l, "p99") <= n(l, "max"));
+    assert!(n(&r, "sent") > 0);
+    assert_eq!(n(&r, "errors"), 0, "{r:#}");
+    assert_eq!(n(&r, "timeouts"), 0);
+    assert_eq!(n(&r, "in_flight_at_end"), 0);
+    assert_accounts(&r);
+    assert!(r["tps"].as_f64().expect("tps") > 0.0);
+    let codes = &r["response_codes"];
+    assert!(n(codes, "00") > 0, "{codes}");
+    // The deliberate declines: unknown card and over the balance.
+    assert!(n(codes, "14") > 0, "{codes}");
+    assert!(n(codes, "51") > 0, "{codes}");
+    // Completions and reversals follow approved originals; balance inquiries and echoes go out.
+    let req = &r["requests"];
+    for kind in [
+        "0200_purchase",
+        "0100_hold",
+        "0220_completion",
+        "0400_reversal",
+        "0100_balance_inquiry",
+        "0200_order_payment",
+        "0400_order_reversal",
+        "0800_echo",
+    ] {
+        assert!(n(&req[kind], "received") > 0, "{kind} in {req:#}");
+    }
+    assert!(n(&r["warmup"], "sent") > 0, "the warm-up sent requests");
+    assert_eq!(r["run"]["load"], "closed");
+
+    // The percentile file and the chart beside the report.
+    let hgrm = std::fs::read_to_string(out_dir.path().join("run.hgrm")).expect("hgrm");
+    assert!(hgrm.contains("Percentile"));
+    assert!(
+        hgrm.contains(&format!("Total count    = {:>12}", n(&r, "received"))),
+        "{hgrm}"
+    );
+    let svg = std::fs::read_to_string(out_dir.path().join("run.svg")).expect("svg");
+    assert!(svg.starts_with("<svg") && svg.contains("<polyline"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("received={}", n(&r, "received"))),
+        "{stdout}"
+    );
+    // No PAN of the data set reaches the output.
+    let accounts = std::fs::read_to_string(sw.dir.path().join("accounts.csv")).expect("csv");
+    let text = format!(
+        "{stdout}{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&report).expect("report")
+    );
+    for pan in accounts
+        .lines()
+        .skip(1)
+        .take(50)
+        .filter_map(|l| l.split(',').next())
+    {
+        assert!(!text.contains(pan), "a PAN leaked into loadgen's output");
+    }
+    sw.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_loop_sends_every_scheduled_request() {
+    let sw = start_switch().await;
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let report = out_dir.path().join("open.json");
+    let target = sw.running.iso_addr.to_string();
+    let out = loadgen(args(
+        &target,
+        sw.dir.path(),
+        &report,
+        &[
+            "--connections",
+            "3",
+            "--rate",
+            "500",
+            "--duration",
+            "2s",
+            "--warmup",
+            "500ms",
+            "--mix",
+            "purchase=100",
+        ],
+    ))
+    .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let r = read_report(&report);
+    // 2.5 s at 500/s: 1250 slots, 250 of them in the warm-up, whatever the timing.
+    assert_eq!(n(&r, "sent") + n(&r["warmup"], "sent"), 1250, "{r:#}");
+    assert!((999..=1001).contains(&n(&r, "sent")), "{r:#}");
+    assert_eq!(n(&r, "received"), n(&r, "sent"));
+    assert_accounts(&r);
+    assert_eq!(r["run"]["load"], "open");
+    assert!(
+        r["send_lag_us"]["max"].is_u64(),
+        "open loop reports its own lag"
+    );
+    sw.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_ends_the_run_and_still_writes_the_report() {
+    let sw = start_switch().await;
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let report = out_dir.path().join("stopped.json");
+    let target = sw.running.iso_addr.to_string();
+    let argv = args(
+        &target,
+        sw.dir.path(),
+        &report,
+        &[
+            "--connections",
+            "2",
+            "--pipeline",
+            "4",
+            "--duration",
+            "60s",
+            "--warmup",
+            "200ms",
+        ],
+    );
+    let status = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(LOADGEN)
+            .args(&argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("loadgen starts");
+        std::thread::sleep(Duration::from_millis(1500));
+        let killed = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("loadgen did not stop after SIGINT");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("join");
+    assert!(status.success(), "{status:?}");
+    let r = read_report(&report);
+    assert_eq!(r["run"]["stopped_early"], true);
+    let secs = r["run"]["duration_s"].as_f64().expect("duration");
+    assert!(secs > 0.0 && secs < 30.0, "measured {secs} s");
+    assert!(n(&r, "received") > 0);
+    assert_eq!(n(&r, "errors"), 0);
+    assert_accounts(&r);
+    assert!(out_dir.path().join("stopped.hgrm").exists());
+    assert!(out_dir.path().join("stopped.svg").exists());
+    sw.running.shutdown().await;
+}
+
+/// How the fake server answers.
+#[derive(Clone, Copy, Debug)]
+enum Fake {
+    /// A well-formed answer with DE 4 one unit more than asked.
+    ChangedAmount,
+    /// A well-formed answer to another STAN.
+    OtherStan,
+    /// Reads everything, answers nothing.
+    Silent,
+}
+
+/// A one-purpose server: decodes each request and answers it `how`.
+async fn fake_server(how: Fake) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let spec = codec::builtin("iso87-binary").expect("spec");
+                let mut framed = Framed::new(stream, LengthFramer::default());
+                while let Some(Ok(frame)) = framed.next().await {
+                    let req = Message::decode(spec, frame).expect("request decodes");
+                    let amount = req.field(4).and_then(|f| f.to_u64()).unwrap_or(0);
+                    let stan = req.field(11).and_then(|f| f.to_u64()).unwrap_or(0);
+                    let mut b = MessageBuilder::new(spec, req.mti().response().expect("request"));
+                    for f in [2, 3, 4, 7, 11, 41, 49] {
+                        b.copy_from(&req, f).expect("copy");
+                    }
+                    match how {
+                        Fake::ChangedAmount => {
+                            b.set_u64(4, amount + 1).expect("4");
+                        }
+                        Fake::OtherStan => {
+                            b.set_u64(11, (stan + 500_000) % 1_000_000).expect("11");
+                        }
+                        Fake::Silent => continue,
+                    }
+                    b.set(38, "123456").expect("38").set(39, "00").expect("39");
+                    let mut body = BytesMut::new();
+                    b.encode_into(&mut body).expect("encode");
+                    if framed.send(body.freeze()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn demo_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    switch::store::write_demo_data(dir.path(), 100, 10, 3).expect("demo data");
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_echoed_field_is_an_error() {
+    let target = fake_server(Fake::ChangedAmount).await;
+    let data = demo_dir();
+    let report = data.path().join("wrong.json");
+    let out = loadgen(args(
+        &target,
+        data.path(),
+        &report,
+        &[
+            "--connections",
+            "2",
+            "--pipeline",
+            "4",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--mix",
+            "purchase=100",
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let r = read_report(&report);
+    assert!(n(&r, "received") > 0);
+    assert_eq!(n(&r["error_kinds"], "mismatch"), n(&r, "received"), "{r:#}");
+    assert_eq!(n(&r, "errors"), n(&r, "received"));
+    assert!(r["response_codes"].as_object().expect("codes").is_empty());
+    let samples = r["error_samples"].to_string();
+    assert!(samples.contains("field 4"), "{samples}");
+    assert_accounts(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_to_no_request_is_an_error_and_the_request_times_out() {
+    let target = fake_server(Fake::OtherStan).await;
+    let data = demo_dir();
+    let report = data.path().join("stray.json");
+    let out = loadgen(args(
+        &target,
+        data.path(),
+        &report,
+        &[
+            "--connections",
+            "1",
+            "--pipeline",
+            "2",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "300ms",
+            "--mix",
+            "purchase=100",
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let r = read_report(&report);
+    assert_eq!(n(&r, "received"), 0, "nothing counted as answered: {r:#}");
+    assert!(n(&r["error_kinds"], "unmatched") > 0);
+    assert_eq!(n(&r, "timeouts"), n(&r, "sent"));
+    assert_accounts(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_counts_as_timeouts() {
+    let target = fake_server(Fake::Silent).await;
+    let data = demo_dir();
+    let report = data.path().join("silent.json");
+    let out = loadgen(args(
+        &target,
+        data.path(),
+        &report,
+        &[
+            "--connections",
+            "2",
+            "--pipeline",
+            "3",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "200ms",
+            "--mix",
+            "purchase=100",
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let r = read_report(&report);
+    assert_eq!(n(&r, "received"), 0);
+    assert!(n(&r, "sent") >= 6, "{r:#}");
+    assert_eq!(n(&r, "timeouts"), n(&r, "sent"));
+    assert_eq!(n(&r, "errors"), 0);
+    assert_eq!(r["latency_us"]["max"], 0);
+    assert_accounts(&r);
+}
+
+/// Starts `loadgen echo-server` on port 0 and reads the address it prints.
+fn echo_server() -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = Command::new(LOADGEN)
+        .args(["echo-server", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("echo server starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("reads the address");
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_owned();
+    (child, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_answers_count_only_in_echo_mode() {
+    let (mut server, target) = echo_server();
+    let data = demo_dir();
+    let echo_report = data.path().join("echo.json");
+    let out = loadgen(args(
+        &target,
+        data.path(),
+        &echo_report,
+        &[
+            "--connections",
+            "2",
+            "--pipeline",
+            "16",
+            "--duration",
+            "1s",
+            "--warmup",
+            "200ms",
+            "--mix",
+            "purchase=80,balance=10,echo=10",
+            "--mode",
+            "echo",
+        ],
+    ))
+    .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let r = read_report(&echo_report);
+    assert!(n(&r, "received") > 0);
+    assert_eq!(n(&r, "errors"), 0);
+    assert_eq!(r["run"]["mode"], "echo");
+    assert_accounts(&r);
+
+    // The same echo is wrong for a switch: the MTI is not the request's + 10.
+    let switch_report = data.path().join("not-a-switch.json");
+    let out = loadgen(args(
+        &target,
+        data.path(),
+        &switch_report,
+        &[
+            "--connections",
+            "1",
+            "--pipeline",
+            "4",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "0s",
+            "--mix",
+            "purchase=100",
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let r = read_report(&switch_report);
+    assert!(n(&r, "received") > 0);
+    assert_eq!(n(&r["error_kinds"], "mismatch"), n(&r, "received"));
+    assert!(r["error_samples"].to_string().contains("MTI"));
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let dir = demo_dir();
+    let data = dir.path().display().to_string();
+    for argv in [
+        vec!["--data-dir", &data],
+        vec!["--target", "127.0.0.1:1", "--data-dir", "/nonexistent/dir"],
+        vec![
+            "--target",
+            "127.0.0.1:1",
+            "--data-dir",
+            &data,
+            "--mix",
+            "refund=1",
+        ],
+        vec![
+            "--target",
+            "127.0.0.1:1",
+            "--data-dir",
+            &data,
+            "--framing",
+            "len3",
+        ],
+        vec![
+            "--target",
+            "127.0.0.1:1",
+            "--data-dir",
+            &data,
+            "--timeout",
+            "300ms",
+        ],
+    ] {
+        let out = Command::new(LOADGEN).args(&argv).output().expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {}", describe(&out));
+        assert!(!out.stderr.is_empty());
+    }
+}
