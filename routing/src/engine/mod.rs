@@ -19,7 +19,12 @@ mod snapshot;
 
 pub use journal::Input;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+/// The shard maps' hash: keys come from the wire (PANs, terminal ids), so the hash is keyed
+/// per process against collision flooding, and ahash is several times cheaper than std's
+/// SipHash. No output depends on iteration order (see "Durability hooks").
+type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 use std::fmt;
 
 use crate::bins::BinTable;
@@ -545,10 +550,10 @@ impl Shard {
             id,
             shard_count,
             config,
-            accounts: HashMap::new(),
-            orders: HashMap::new(),
-            idem: HashMap::new(),
-            txns: HashMap::new(),
+            accounts: HashMap::default(),
+            orders: HashMap::default(),
+            idem: HashMap::default(),
+            txns: HashMap::default(),
             approvals: 0,
             sent: vec![0; shard_count],
             received: vec![0; shard_count],
