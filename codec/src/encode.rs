@@ -400,7 +400,7 @@ fn digits(mut v: u64) -> ([u8; 20], usize) {
     (buf, i)
 }
 
-#[inline]
+#[inline(always)]
 fn write_field(def: &FieldDef, slot: Slot<'_>, dst: &mut BytesMut) -> Result<(), FieldErrorKind> {
     match slot {
         Slot::Empty => Err(FieldErrorKind::Undefined),
@@ -555,7 +555,7 @@ fn write_variable_prefix(
 }
 
 /// Writes a value given in text form, checking its class and length.
-#[inline]
+#[inline(always)]
 fn write_text(def: &FieldDef, text: &[u8], dst: &mut BytesMut) -> Result<(), FieldErrorKind> {
     let bad = FieldErrorKind::Content(ClassName(def.class));
     if def.class == ContentClass::B {
