@@ -12,10 +12,19 @@
 //!   A record is `[u32 LE payload length][u32 LE crc32 of the payload][payload]`, the payload
 //!   being [`routing::Input::encode`].
 //!
+//! - `shard-<i>/snapshot-<gen>.pending`: a periodic snapshot not yet in force (below).
+//! - `settings.toml`: the engine settings the journals are written under (`crate::store`).
+//!
 //! State = the newest snapshot + the journal segments of that generation and later. A new
-//! generation is started only on a clean shutdown ([`write_generation`]), when no message is
-//! in flight between shards; the older files are removed after every shard's new snapshot is
-//! on disk.
+//! generation starts:
+//!
+//! - on a clean shutdown ([`Journal::start_generation`]), when no message is in flight between
+//!   shards: every shard's snapshot is written, then the older files are removed;
+//! - periodically while running ([`Journal::begin_generation`]): the shard writes
+//!   `snapshot-<gen+1>.pending` and journals on in segment `gen+1`; recovery ignores (and
+//!   removes) a pending snapshot, replaying the old snapshot and both segments. Once every
+//!   other shard has durably journaled what this one had sent it at the snapshot (routing's
+//!   rule), [`Journal::confirm_generation`] renames it into force and removes the older files.
 //!
 //! Writes of whole files (snapshots, `boot`) are crash-safe: temporary file, fsync, rename,
 //! fsync of the directory. The journal is appended in batches ([`Journal::commit`]: one
@@ -36,9 +45,10 @@ use routing::Input;
 
 /// Bytes before a record's payload: length and checksum.
 pub const HEADER: usize = 8;
-/// Largest payload accepted on reading (an input is a few hundred bytes at most); a larger
-/// length is damage.
-pub const MAX_RECORD: usize = 1 << 20;
+/// Largest payload accepted on reading (an input is a few hundred bytes; a request's fields
+/// are bounded by the 8 KiB frame); a larger length is damage. Small, so the search for a good
+/// record after a bad one (torn tail or damage?) rarely checksums garbage.
+pub const MAX_RECORD: usize = 1 << 16;
 
 const DIR_MODE: u32 = 0o700;
 const FILE_MODE: u32 = 0o600;
@@ -55,6 +65,10 @@ pub fn shard_dir(state: &Path, shard: usize) -> PathBuf {
 
 fn snapshot_path(dir: &Path, generation: u64) -> PathBuf {
     dir.join(format!("snapshot-{generation:020}"))
+}
+
+fn pending_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("snapshot-{generation:020}.pending"))
 }
 
 fn segment_path(dir: &Path, generation: u64) -> PathBuf {
@@ -176,7 +190,9 @@ pub fn shard_files(dir: &Path) -> anyhow::Result<ShardFiles> {
     for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".tmp") {
+        if name.ends_with(".tmp") || name.ends_with(".pending") {
+            // A temporary file, or a periodic snapshot never confirmed: the older snapshot and
+            // every segment since are still there and are what recovery uses.
             fs::remove_file(entry.path())
                 .with_context(|| format!("removing {}", entry.path().display()))?;
         } else if let Some(g) = parse_generation(&name, "snapshot-", "") {
@@ -322,6 +338,15 @@ impl Journal {
         &self.path
     }
 
+    /// A journal whose file is open read-only, so every commit fails (EBADF): for the tests of
+    /// what a failing disk does.
+    #[cfg(test)]
+    pub(crate) fn failing_for_tests(dir: &Path) -> Journal {
+        let mut j = Journal::open(dir, 0, 0, true).expect("open");
+        j.file = File::open(&j.path).expect("reopen read-only");
+        j
+    }
+
     /// Buffers one input (it reaches the file at the next [`Journal::commit`]).
     pub fn append(&mut self, input: &Input) {
         let start = self.buf.len();
@@ -380,12 +405,41 @@ impl Journal {
         Ok(())
     }
 
+    /// The generation of the open segment.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Starts the next generation while the shards run (a periodic snapshot): opens the next
+    /// segment and returns where its snapshot goes, `snapshot-<next>.pending` (the caller
+    /// writes it with [`write_atomic`], off the shard thread), which recovery ignores. Until
+    /// [`Journal::confirm_generation`] the older snapshot and segments stay in force: recovery
+    /// replays them and the new segment after them. Call between batches (nothing buffered).
+    pub fn begin_generation(&mut self) -> anyhow::Result<PathBuf> {
+        debug_assert!(self.buf.is_empty());
+        let next = self.generation + 1;
+        *self = Journal::open(&self.dir, next, 0, self.fsync)?;
+        Ok(pending_path(&self.dir, next))
+    }
+
+    /// Makes the pending snapshot of the current generation the one recovery starts from
+    /// (rename, fsync of the directory), then removes the older files. Only once every other
+    /// shard has durably journaled what this one had sent it when the snapshot was taken.
+    pub fn confirm_generation(&self) -> anyhow::Result<()> {
+        let pending = pending_path(&self.dir, self.generation);
+        let path = snapshot_path(&self.dir, self.generation);
+        fs::rename(&pending, &path).with_context(|| format!("renaming {}", pending.display()))?;
+        sync_dir(&self.dir)?;
+        self.remove_older()
+    }
+
     /// Removes the snapshots and segments before the current generation.
     pub fn remove_older(&self) -> anyhow::Result<()> {
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let generation = parse_generation(&name, "snapshot-", "")
+                .or_else(|| parse_generation(&name, "snapshot-", ".pending"))
                 .or_else(|| parse_generation(&name, "journal-", ".log"));
             if generation.is_some_and(|g| g < self.generation) {
                 fs::remove_file(entry.path())

@@ -34,6 +34,15 @@
 //! re-delivered message completes it, and a retransmission then gets that answer; the 96 the
 //! terminal saw meant "unknown outcome".
 //!
+//! # Snapshots
+//!
+//! Every `SWITCH_SNAPSHOT_EVERY_RECORDS` records (default [`crate::store::SNAPSHOT_EVERY_RECORDS`])
+//! a shard writes a pending snapshot between two batches and starts a new journal segment. After
+//! each commit a shard publishes its `received_seq` of every other shard (a shared matrix of
+//! atomics); the pending snapshot goes into force, and the journal before it is removed, once
+//! every receiver's published value reaches what this shard had sent it at the snapshot. On a
+//! clean shutdown with nothing in flight between shards, every shard writes a final snapshot.
+//!
 //! # Tokens
 //!
 //! `token = boot << 50 | shard << 40 | slot`: the boot number ([`crate::journal::next_boot`],
@@ -41,7 +50,7 @@
 //! process (in flight at a crash, replayed at start) from ever matching a live request's; an
 //! answer for a token of another boot is dropped.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -218,6 +227,7 @@ pub fn start(
         journals,
         boot,
         redeliver,
+        snapshot_every,
     } = loaded;
     let n = shards.len();
     if n > MAX_SHARDS || journals.len() != n {
@@ -247,6 +257,10 @@ pub fn start(
     let mut handles = Vec::with_capacity(n);
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicBool::new(false));
+    // [receiver * n + sender]: the receiver's received_seq of the sender as of its last commit.
+    let durable: Arc<[AtomicU64]> = (0..n * n)
+        .map(|k| AtomicU64::new(shards[k / n].received_seq(k % n)))
+        .collect();
     for (((shard, journal), jobs), peers) in
         shards.into_iter().zip(journals).zip(job_rxs).zip(peer_rxs)
     {
@@ -265,6 +279,10 @@ pub fn start(
             stop: stop.clone(),
             failed: failed.clone(),
             broken: false,
+            durable: durable.clone(),
+            snapshot_every,
+            since_snapshot: 0,
+            pending_snapshot: None,
         };
         let handle = std::thread::Builder::new()
             .name(format!("shard-{}", worker.id))
@@ -323,6 +341,23 @@ struct Worker {
     failed: Arc<AtomicBool>,
     /// This shard's own journal failed: it applies nothing more.
     broken: bool,
+    /// Every shard's durably journaled `received_seq` of every other (module docs).
+    durable: Arc<[AtomicU64]>,
+    /// Records between periodic snapshots (0: none).
+    snapshot_every: u64,
+    since_snapshot: u64,
+    /// A periodic snapshot not yet in force.
+    pending_snapshot: Option<PendingSnapshot>,
+}
+
+/// A periodic snapshot being written, or written and waiting for the receivers.
+#[derive(Debug)]
+struct PendingSnapshot {
+    /// What this shard had sent each shard when it was taken.
+    sent: Vec<u64>,
+    /// The thread writing the file.
+    writing: Option<JoinHandle<anyhow::Result<()>>>,
+    written: bool,
 }
 
 fn wall_clock() -> Now {
@@ -372,13 +407,24 @@ impl Worker {
                 self.commit();
                 continue;
             }
-            if !jobs_open && self.replies.iter().all(Option::is_none) {
-                // No connection can send more and nothing is being decided here. Peers may
-                // still need this shard to finish their own decisions: serve them until the
-                // switch says stop and the peer channel has been quiet for a moment.
+            if !jobs_open {
+                // No connection can send more. Peers may still need this shard to finish their
+                // own decisions: serve them until the switch says stop and the peer channel has
+                // been quiet for a moment. (Requests still undecided then have lost their
+                // connections; they never finish if a shard failed.)
                 match self.peers.recv_timeout(Duration::from_millis(50)) {
                     Ok(msg) => self.inbound(now, msg),
-                    Err(RecvTimeoutError::Timeout) if self.stop.load(Ordering::SeqCst) => break,
+                    Err(RecvTimeoutError::Timeout) if self.stop.load(Ordering::SeqCst) => {
+                        let undecided = self.replies.iter().filter(|r| r.is_some()).count();
+                        if undecided > 0 {
+                            tracing::warn!(
+                                shard = self.id,
+                                undecided,
+                                "stopping with requests undecided"
+                            );
+                        }
+                        break;
+                    }
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
@@ -408,6 +454,10 @@ impl Worker {
             // Commit at the top of the loop, with whatever else arrived meanwhile.
         }
         self.commit();
+        if let Some(writing) = self.pending_snapshot.take().and_then(|p| p.writing) {
+            // Let the file be complete before a shutdown snapshot supersedes it.
+            let _ = writing.join();
+        }
         (self.shard, self.journal)
     }
 
@@ -418,6 +468,7 @@ impl Worker {
         }
         self.journal.append(&input);
         self.shard.apply(input, &mut self.out);
+        self.since_snapshot += 1;
     }
 
     fn inbound(&mut self, now: Now, msg: Inbound) {
@@ -472,8 +523,107 @@ impl Worker {
                 self.fail(&e);
                 return;
             }
+            let n = self.shard.shard_count();
+            for from in 0..n {
+                if let Some(d) = self.durable.get(self.id * n + from) {
+                    d.store(self.shard.received_seq(from), Ordering::Release);
+                }
+            }
         }
         self.flush();
+        self.periodic_snapshot();
+    }
+
+    /// Periodic snapshots bound recovery time and disk use. Taken between batches; it replaces
+    /// the journal before it only once every receiver has durably journaled what this shard
+    /// had sent it by then (routing's rule): until then it stays `.pending` and recovery uses
+    /// the older snapshot and every segment since.
+    fn periodic_snapshot(&mut self) {
+        if self.broken || self.snapshot_every == 0 {
+            return;
+        }
+        if let Some(pending) = &mut self.pending_snapshot {
+            if let Some(writing) = pending.writing.take_if(|h| h.is_finished()) {
+                match writing.join() {
+                    Ok(Ok(())) => pending.written = true,
+                    Ok(Err(e)) => {
+                        // The journal goes on; the older snapshot and segments stay in force.
+                        tracing::warn!(shard = self.id, error = %format!("{e:#}"), "writing a periodic snapshot failed");
+                        self.pending_snapshot = None;
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(shard = self.id, "the periodic snapshot writer panicked");
+                        self.pending_snapshot = None;
+                        return;
+                    }
+                }
+            }
+            if !pending.written {
+                return;
+            }
+            let n = self.shard.shard_count();
+            let covered = pending.sent.iter().enumerate().all(|(to, &seq)| {
+                self.durable
+                    .get(to * n + self.id)
+                    .is_some_and(|d| d.load(Ordering::Acquire) >= seq)
+            });
+            if covered {
+                match self.journal.confirm_generation() {
+                    Ok(()) => tracing::info!(
+                        shard = self.id,
+                        generation = self.journal.generation(),
+                        "periodic snapshot in force; the journal before it removed"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(shard = self.id, error = %format!("{e:#}"), "confirming a periodic snapshot failed; recovery keeps using the older one")
+                    }
+                }
+                self.pending_snapshot = None;
+            }
+            return;
+        }
+        if self.since_snapshot < self.snapshot_every || self.journal.pending() {
+            return;
+        }
+        self.since_snapshot = 0;
+        let started = Instant::now();
+        let mut bytes = Vec::new();
+        self.shard.snapshot(&mut bytes);
+        let sent = (0..self.shard.shard_count())
+            .map(|to| self.shard.sent_seq(to))
+            .collect();
+        let path = match self.journal.begin_generation() {
+            Ok(path) => path,
+            Err(e) => {
+                // The journal goes on in the old segment; nothing is lost.
+                tracing::warn!(shard = self.id, error = %format!("{e:#}"), "starting a journal segment failed; no periodic snapshot");
+                return;
+            }
+        };
+        tracing::info!(
+            shard = self.id,
+            generation = self.journal.generation(),
+            bytes = bytes.len(),
+            elapsed = ?started.elapsed(),
+            "periodic snapshot taken; writing it"
+        );
+        // The file write and fsyncs take the time of the snapshot's size: off the shard thread.
+        let writing = std::thread::Builder::new()
+            .name(format!("snapshot-{}", self.id))
+            .spawn(move || crate::journal::write_atomic(&path, &bytes));
+        match writing {
+            Ok(handle) => {
+                self.pending_snapshot = Some(PendingSnapshot {
+                    sent,
+                    writing: Some(handle),
+                    written: false,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(shard = self.id, error = %e, "no thread to write a periodic snapshot")
+            }
+        }
     }
 
     fn fail(&mut self, error: &std::io::Error) {
@@ -555,5 +705,251 @@ impl Worker {
             }
         }
         self.out = out;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use routing::{EngineConfig, TerminalId};
+
+    fn echo(stan: u32) -> Request {
+        let mut r = Request::new(
+            Mti::new(800).expect("mti"),
+            stan,
+            1_126_104_500,
+            TerminalId::EMPTY,
+        );
+        r.network_code = Some(301);
+        r
+    }
+
+    type Answers = tokio::sync::mpsc::UnboundedReceiver<(u32, Response)>;
+    type OneShard = (
+        ShardSet,
+        ShardThreads,
+        Arc<Metrics>,
+        UnboundedSender<(u32, Response)>,
+        Answers,
+    );
+
+    /// Starts one shard on `journal`; returns its handle, threads, metrics and an answer channel.
+    fn one_shard(journal: Journal) -> OneShard {
+        let shards = routing::build_shards(1, &EngineConfig::default(), [], []).expect("shards");
+        let metrics = Metrics::new(1);
+        let loaded = Loaded {
+            shards,
+            journals: vec![journal],
+            boot: 1,
+            redeliver: Vec::new(),
+            snapshot_every: 0,
+        };
+        let (set, threads) = start(loaded, 16, metrics.clone()).expect("start");
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (set, threads, metrics, tx, rx)
+    }
+
+    fn ask(
+        set: &ShardSet,
+        tx: &UnboundedSender<(u32, Response)>,
+        rx: &mut Answers,
+        stan: u32,
+    ) -> Response {
+        let job = Job {
+            request: echo(stan),
+            reply: ReplyTo {
+                tx: tx.clone(),
+                slot: stan,
+            },
+        };
+        assert!(set.submit(job).is_ok(), "queued");
+        let (slot, response) = rx.blocking_recv().expect("an answer");
+        assert_eq!(slot, stan);
+        response
+    }
+
+    #[test]
+    fn answers_leave_after_their_input_is_journaled() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let journal = Journal::open(dir.path(), 0, 0, true).expect("open");
+        let path = journal.path().to_owned();
+        let (set, threads, metrics, tx, mut rx) = one_shard(journal);
+        let r = ask(&set, &tx, &mut rx, 1);
+        assert_eq!((r.mti.value(), r.code), (810, ResponseCode::Approved));
+        // The request is in the journal by the time its answer is out.
+        let mut inputs = Vec::new();
+        crate::journal::read_segment(&path, true, |i| {
+            inputs.push(i);
+            Ok(())
+        })
+        .expect("reads");
+        assert!(
+            matches!(&inputs[..], [Input::Request { token, request, .. }]
+                if request.stan == 1 && token >> TOKEN_BOOT_SHIFT == 1),
+            "{inputs:?}"
+        );
+        assert_eq!(metrics.journal_errors.get(), 0);
+        drop(set);
+        threads.join();
+    }
+
+    #[test]
+    fn a_failing_journal_answers_96_and_stops_deciding() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (set, threads, metrics, tx, mut rx) = one_shard(Journal::failing_for_tests(dir.path()));
+        let r = ask(&set, &tx, &mut rx, 1);
+        assert_eq!(
+            (r.mti.value(), r.code),
+            (810, ResponseCode::SystemMalfunction)
+        );
+        assert_eq!(metrics.journal_errors.get(), 1);
+        assert!(set.failed(), "the switch knows it failed");
+        // Fail-stop: the next request is refused without being decided or journaled.
+        let r = ask(&set, &tx, &mut rx, 2);
+        assert_eq!(r.code, ResponseCode::SystemMalfunction);
+        assert_eq!(metrics.journal_errors.get(), 1, "nothing more was written");
+        assert!(metrics.render().contains("switch_journal_errors_total 1"));
+        drop(set);
+        threads.join();
+        // No shutdown snapshot after a failure: generation 0 is still the newest.
+        assert!(!dir.path().join("snapshot-00000000000000000001").exists());
+    }
+
+    /// A worker for shard 0 of 2, driven by hand (no thread), on `dir`.
+    fn worker_by_hand(
+        dir: &std::path::Path,
+        durable: Arc<[AtomicU64]>,
+    ) -> (Worker, Receiver<Inbound>) {
+        let (accounts_csv, _) = routing::demo::demo_data(40, 0, 1).expect("demo");
+        let accounts = routing::data::parse_accounts("a.csv", &accounts_csv).expect("parse");
+        let mut shards =
+            routing::build_shards(2, &EngineConfig::default(), accounts, []).expect("shards");
+        let shard = shards.remove(0);
+        let mut bytes = Vec::new();
+        shard.snapshot(&mut bytes);
+        crate::journal::write_atomic(&dir.join("snapshot-00000000000000000000"), &bytes)
+            .expect("snapshot 0");
+        let (peer0_tx, peer0_rx) = channel::unbounded();
+        let (peer1_tx, peer1_rx) = channel::unbounded();
+        let (_job_tx, job_rx) = channel::bounded(1);
+        drop(peer0_tx);
+        let worker = Worker {
+            id: 0,
+            token_base: 1 << TOKEN_BOOT_SHIFT,
+            shard,
+            journal: Journal::open(dir, 0, 0, true).expect("journal"),
+            jobs: job_rx,
+            peers: peer0_rx,
+            peer_txs: vec![channel::unbounded().0, peer1_tx].into(),
+            replies: Vec::new(),
+            free: Vec::new(),
+            out: Vec::new(),
+            metrics: Metrics::new(2),
+            stop: Arc::new(AtomicBool::new(false)),
+            failed: Arc::new(AtomicBool::new(false)),
+            broken: false,
+            durable,
+            snapshot_every: 1,
+            since_snapshot: 0,
+            pending_snapshot: None,
+        };
+        (worker, peer1_rx)
+    }
+
+    #[test]
+    fn a_periodic_snapshot_waits_until_receivers_have_journaled_what_it_sent() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let durable: Arc<[AtomicU64]> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        let (mut w, to_shard_1) = worker_by_hand(dir.path(), durable.clone());
+        // A purchase decided on shard 0 for a card on shard 1: shard 0 sends 1 a message.
+        let (accounts_csv, _) = routing::demo::demo_data(40, 0, 1).expect("demo");
+        let accounts = routing::data::parse_accounts("a.csv", &accounts_csv).expect("parse");
+        let remote = accounts
+            .iter()
+            .find(|a| routing::placement::shard_for_pan(a.pan.as_bytes(), 2) == 1)
+            .expect("a card on shard 1");
+        let request = (1..)
+            .map(|stan| {
+                let mut r = Request::new(
+                    Mti::new(200).expect("mti"),
+                    stan,
+                    1_126_104_500,
+                    TerminalId::new(b"TERM0001").expect("tid"),
+                );
+                r.pan = Some(remote.pan);
+                r.processing_code = routing::ProcessingCode::from_digits(b"000000");
+                r.amount = Some(100);
+                r.currency = Some(remote.currency);
+                r
+            })
+            .find(|r| r.home_shard(2) == 0)
+            .expect("a request homed on shard 0");
+        let now = wall_clock();
+        w.record(Input::Request {
+            now,
+            token: w.token_base,
+            request: Box::new(request),
+        });
+        w.commit();
+        assert!(w.shard.sent_seq(1) > 0, "a message went to shard 1");
+        assert!(to_shard_1.try_recv().is_ok(), "released after the commit");
+        let files = |d: &std::path::Path| {
+            let mut v: Vec<String> = std::fs::read_dir(d)
+                .expect("list")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        // Written off the shard thread: wait for the writer.
+        let started = Instant::now();
+        while !w
+            .pending_snapshot
+            .as_ref()
+            .and_then(|p| p.writing.as_ref())
+            .is_some_and(JoinHandle::is_finished)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "snapshot written"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Snapshot written as pending; the old generation stays in force.
+        assert_eq!(
+            files(dir.path()),
+            [
+                "journal-00000000000000000000.log",
+                "journal-00000000000000000001.log",
+                "snapshot-00000000000000000000",
+                "snapshot-00000000000000000001.pending",
+            ]
+        );
+        let listed = crate::journal::shard_files(dir.path());
+        // (shard_files removes the stale pending file, as a recovery would.)
+        let listed = listed.expect("files");
+        assert_eq!((listed.generation, listed.segments.len()), (0, 2));
+        // Rewrite it and check the rule: nothing confirmed while shard 1 lags.
+        let mut bytes = Vec::new();
+        w.shard.snapshot(&mut bytes);
+        crate::journal::write_atomic(
+            &dir.path().join("snapshot-00000000000000000001.pending"),
+            &bytes,
+        )
+        .expect("pending again");
+        w.commit();
+        assert!(w.pending_snapshot.is_some(), "waits for shard 1");
+        assert!(dir.path().join("snapshot-00000000000000000000").exists());
+        // Shard 1 has durably journaled everything shard 0 sent it: the snapshot takes over.
+        durable[2].store(w.shard.sent_seq(1), Ordering::SeqCst);
+        w.commit();
+        assert!(w.pending_snapshot.is_none());
+        assert_eq!(
+            files(dir.path()),
+            [
+                "journal-00000000000000000001.log",
+                "snapshot-00000000000000000001",
+            ]
+        );
     }
 }

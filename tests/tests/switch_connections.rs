@@ -384,7 +384,10 @@ async fn idle_connections_close_and_echoes_keep_them_alive() {
     let (_, metrics) = sw.admin_get("/metrics").await;
     assert!(metric(&metrics, "switch_connections_closed_total{reason=\"idle\"}") >= 1.0);
     assert_eq!(
-        metric(&metrics, "switch_frames_skipped_total{reason=\"undecodable\"}"),
+        metric(
+            &metrics,
+            "switch_frames_skipped_total{reason=\"undecodable\"}"
+        ),
         0.0,
         "keep-alives are not bad frames"
     );
