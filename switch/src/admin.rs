@@ -18,12 +18,15 @@ use crate::metrics::Metrics;
 #[derive(Debug)]
 pub struct Health {
     ready: AtomicBool,
+    /// Raised by the shards when a journal write fails (fail-stop): not ready from then on.
+    failed: std::sync::OnceLock<Arc<AtomicBool>>,
 }
 
 impl Health {
     pub fn new() -> Arc<Health> {
         Arc::new(Health {
             ready: AtomicBool::new(false),
+            failed: std::sync::OnceLock::new(),
         })
     }
 
@@ -31,8 +34,14 @@ impl Health {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
+    /// Watches the shards' failure flag: once raised, `/readyz` answers 503.
+    pub fn watch_failure(&self, flag: Arc<AtomicBool>) {
+        let _ = self.failed.set(flag);
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        let failed = self.failed.get().is_some_and(|f| f.load(Ordering::Relaxed));
+        self.ready.load(Ordering::SeqCst) && !failed
     }
 }
 
@@ -180,4 +189,21 @@ pub async fn check_ready(addr: &str) -> anyhow::Result<bool> {
         .lines()
         .next()
         .is_some_and(|l| l.split_whitespace().nth(1) == Some("200")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_failure_makes_the_switch_unready() {
+        let health = Health::new();
+        let flag = Arc::new(AtomicBool::new(false));
+        health.watch_failure(flag.clone());
+        assert!(!health.is_ready(), "not ready before start-up completes");
+        health.set_ready(true);
+        assert!(health.is_ready());
+        flag.store(true, Ordering::Relaxed);
+        assert!(!health.is_ready(), "fail-stop shows on /readyz");
+    }
 }

@@ -81,6 +81,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (shard_set, shard_threads) = shards::start(shard_states, SHARD_QUEUE, metrics.clone())
         .context("starting shard threads")?;
 
+    health.watch_failure(shard_set.failure_flag());
+
     let iso = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding the ISO listener on {}", config.listen))?;

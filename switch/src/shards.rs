@@ -105,6 +105,11 @@ impl ShardSet {
         self.failed.load(Ordering::Relaxed)
     }
 
+    /// The shared failure flag itself, for readiness (holding it keeps no shard running).
+    pub fn failure_flag(&self) -> Arc<AtomicBool> {
+        self.failed.clone()
+    }
+
     /// Queues a request on the shard that owns it.
     // The job comes back in the error to be retried; boxing it would allocate per message.
     #[allow(clippy::result_large_err)]
