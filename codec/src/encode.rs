@@ -254,12 +254,62 @@ impl<'s, 'd> MessageWriter<'s, 'd> {
 
     /// Sets a field from its text form (see [`MessageBuilder::set`]).
     pub fn set(&mut self, n: usize, text: &str) -> Result<&mut Self, EncodeError> {
-        self.put(n, Slot::Text(text.as_bytes()))
+        let t = text.as_bytes();
+        // Most of a message: ASCII text among DE 2..=64, given in order. Written with the same
+        // checks as the general path, minus its dispatch; anything else goes through it.
+        if self.in_order_primary(n) {
+            if let Some(def) = self.spec.field(n) {
+                if def.encoding == Encoding::Ascii
+                    && chars::text_ok(def.class, t)
+                    && self.put_raw(def, t.len(), t)
+                {
+                    return Ok(self.mark(n));
+                }
+            }
+        }
+        self.put(n, Slot::Text(t))
     }
 
     /// Sets a binary (`b`) field from raw bytes.
     pub fn set_bytes(&mut self, n: usize, bytes: &[u8]) -> Result<&mut Self, EncodeError> {
+        if self.in_order_primary(n) {
+            if let Some(def) = self.spec.field(n) {
+                if def.encoding == Encoding::Binary && self.put_raw(def, bytes.len(), bytes) {
+                    return Ok(self.mark(n));
+                }
+            }
+        }
         self.put(n, Slot::Bytes(bytes))
+    }
+
+    /// Whether `n` can take the fast path: in order, in the primary bitmap.
+    #[inline(always)]
+    fn in_order_primary(&self, n: usize) -> bool {
+        !self.done && n > self.last && n <= 64
+    }
+
+    /// Writes a value whose wire bytes are `wire` (`units` long) when its length fits the
+    /// field; `false` (nothing written) otherwise.
+    #[inline(always)]
+    fn put_raw(&mut self, def: &FieldDef, units: usize, wire: &[u8]) -> bool {
+        let max = def.max as usize;
+        let fits = if def.is_fixed() {
+            units == max
+        } else {
+            units <= max
+        };
+        fits && write_prefix(def, units, self.dst).is_ok() && {
+            self.dst.extend_from_slice(wire);
+            true
+        }
+    }
+
+    /// Records field `n` (of the primary bitmap) as written.
+    #[inline(always)]
+    fn mark(&mut self, n: usize) -> &mut Self {
+        self.bits[0] |= 1 << (64 - n);
+        self.last = n;
+        self
     }
 
     /// Sets a numeric field; fixed fields are zero-padded to their length.
@@ -270,6 +320,14 @@ impl<'s, 'd> MessageWriter<'s, 'd> {
     /// Copies field `n` byte for byte from a message decoded with the same spec; nothing when
     /// the message lacks it.
     pub fn copy_from(&mut self, msg: &Message<'_>, n: usize) -> Result<&mut Self, EncodeError> {
+        if self.in_order_primary(n) && std::ptr::eq(msg.spec(), self.spec) {
+            let Some(field) = msg.field(n) else {
+                return Ok(self);
+            };
+            if self.put_raw(field.def(), field.len(), field.wire()) {
+                return Ok(self.mark(n));
+            }
+        }
         match Slot::copied(self.spec, msg, n) {
             Ok(Some(slot)) => self.put(n, slot),
             Ok(None) => Ok(self),
@@ -690,6 +748,30 @@ mod tests {
         ));
         drop(w);
         assert_eq!(&out[..], b"x");
+    }
+
+    #[test]
+    fn writer_fast_path_still_refuses_bad_length_and_content() {
+        let spec = builtin("iso87-binary").expect("spec");
+        for (n, bad) in [
+            (4, "12"),
+            (4, "0000000000AB"),
+            (2, "41111111111111111111"),
+            (41, "TERM\u{1}001"),
+        ] {
+            let mut out = BytesMut::from(&b"x"[..]);
+            let mut w = MessageWriter::new(spec, mti("0200"), &mut out).expect("start");
+            let e = w.set(n, bad).expect_err("refused");
+            assert!(
+                matches!(e, EncodeError::Field { field, .. } if field as usize == n),
+                "{e}"
+            );
+            drop(w);
+            assert_eq!(&out[..], b"x", "DE {n}: buffer restored");
+        }
+        let mut out = BytesMut::new();
+        let mut w = MessageWriter::new(spec, mti("0200"), &mut out).expect("start");
+        assert!(w.set_bytes(52, &[1, 2, 3]).is_err(), "DE 52 is 8 bytes");
     }
 
     #[test]
