@@ -125,6 +125,11 @@ pub struct Client {
 impl Client {
     pub async fn connect(addr: SocketAddr, spec: &str) -> Client {
         let stream = TcpStream::connect(addr).await.expect("connect");
+        Client::from_stream(stream, spec)
+    }
+
+    /// A client on an already connected stream.
+    pub fn from_stream(stream: TcpStream, spec: &str) -> Client {
         stream.set_nodelay(true).expect("nodelay");
         Client {
             framed: Framed::new(stream, LengthFramer::default()),

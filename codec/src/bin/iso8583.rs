@@ -124,32 +124,24 @@ struct Tally {
     failed: usize,
 }
 
+/// `decode` and `describe`: the same messages, printed as JSON Lines or as a table.
+fn decode_command(
+    a: MessageArgs,
+    format: Format,
+    out: &mut dyn Write,
+    flush_each: bool,
+) -> anyhow::Result<Tally> {
+    let spec = load_spec(&a.spec.spec)?;
+    let source = Source::for_messages(a.hex, a.file.as_deref(), a.raw)?;
+    Ok(decode_all(
+        &spec, source, a.reveal, format, out, flush_each,
+    )?)
+}
+
 fn run(command: Command, out: &mut dyn Write, flush_each: bool) -> anyhow::Result<Tally> {
     match command {
-        Command::Decode(a) => {
-            let spec = load_spec(&a.spec.spec)?;
-            let source = Source::for_messages(a.hex, a.file.as_deref(), a.raw)?;
-            Ok(decode_all(
-                &spec,
-                source,
-                a.reveal,
-                Format::Json,
-                out,
-                flush_each,
-            )?)
-        }
-        Command::Describe(a) => {
-            let spec = load_spec(&a.spec.spec)?;
-            let source = Source::for_messages(a.hex, a.file.as_deref(), a.raw)?;
-            Ok(decode_all(
-                &spec,
-                source,
-                a.reveal,
-                Format::Table,
-                out,
-                flush_each,
-            )?)
-        }
+        Command::Decode(a) => decode_command(a, Format::Json, out, flush_each),
+        Command::Describe(a) => decode_command(a, Format::Table, out, flush_each),
         Command::Encode(a) => {
             let spec = load_spec(&a.spec.spec)?;
             let source = Source::for_lines(a.file.as_deref())?;
