@@ -314,6 +314,27 @@ impl<'s, 'd> MessageWriter<'s, 'd> {
 
     /// Sets a numeric field; fixed fields are zero-padded to their length.
     pub fn set_u64(&mut self, n: usize, value: u64) -> Result<&mut Self, EncodeError> {
+        // ASCII digits among DE 2..=64, in order: the same bytes as the general path writes.
+        if self.in_order_primary(n) {
+            if let Some(def) = self.spec.field(n) {
+                if def.encoding == Encoding::Ascii && def.class == ContentClass::N {
+                    let (buf, start) = digits(value);
+                    let width = def.max as usize;
+                    let text = if !def.is_fixed() {
+                        buf.get(start..)
+                    } else if 20 - start <= width {
+                        buf.get(20usize.saturating_sub(width)..)
+                    } else {
+                        None
+                    };
+                    if let Some(text) = text {
+                        if self.put_raw(def, text.len(), text) {
+                            return Ok(self.mark(n));
+                        }
+                    }
+                }
+            }
+        }
         self.put(n, Slot::Number(value))
     }
 

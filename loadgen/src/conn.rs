@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use codec::framing::{FrameError, LengthFramer};
-use codec::{Message, Spec};
+use codec::{DecodeError, Message, Spec};
 use futures::{FutureExt, StreamExt};
 use hdrhistogram::Histogram;
 use tokio::io::AsyncWriteExt;
@@ -73,6 +73,10 @@ pub struct Shared {
     /// Terminal ids are `LG` + six digits: this base + the connection's index.
     pub terminal_base: u32,
     pub live: Live,
+    /// A live progress line is shown: connections feed `live.interval` (latencies since the
+    /// line was last drawn). Without one they skip that histogram (merging and clearing one
+    /// costs about as much as a few hundred requests).
+    pub progress: bool,
 }
 
 /// A request waiting for its answer.
@@ -123,6 +127,8 @@ pub struct Conn {
     /// connections never race for one order).
     orders: VecDeque<u32>,
     late: KeySet,
+    /// Answers are decoded here, one after the other.
+    scratch: Option<Box<Message<'static>>>,
     out: BytesMut,
     /// Open loop: slots sent so far, and this connection's share of the timeline.
     slots_sent: u64,
@@ -173,6 +179,7 @@ impl Conn {
             followups: VecDeque::with_capacity(capacity),
             orders,
             late: KeySet::default(),
+            scratch: None,
             out: BytesMut::with_capacity(64 * 1024),
             slots_sent: 0,
             slots,
@@ -406,11 +413,26 @@ impl Conn {
         }
     }
 
-    /// One frame from the peer.
+    /// One frame from the peer, decoded into the connection's reused message (no 1.6 KB
+    /// message built and moved per answer).
     fn on_frame(&mut self, frame: Bytes, now: Instant) {
         let sh = self.sh;
-        let msg = match Message::decode(sh.spec, frame) {
-            Ok(m) => m,
+        let mut msg = self
+            .scratch
+            .take()
+            .unwrap_or_else(|| Box::new(Message::empty(sh.spec)));
+        // As `Message::decode`: any error in any field fails the frame.
+        let decoded = msg
+            .decode_partial_into(sh.spec, frame)
+            .and_then(|()| msg.error().map_or(Ok(()), |e| Err(*e)));
+        self.on_message(&msg, decoded, now);
+        self.scratch = Some(msg);
+    }
+
+    fn on_message(&mut self, msg: &Message<'_>, decoded: Result<(), DecodeError>, now: Instant) {
+        let sh = self.sh;
+        match decoded {
+            Ok(()) => {}
             Err(e) => {
                 self.error_counted(now);
                 if now >= sh.warm_end {
@@ -452,10 +474,12 @@ impl Conn {
             data: &sh.data,
             terminal: &self.terminal,
         };
-        let verdict = wire.check(&entry.req, &msg, sh.echo_mode);
+        let verdict = wire.check(&entry.req, msg, sh.echo_mode);
         let latency_us = now.saturating_duration_since(entry.start).as_micros() as u64;
         self.live_now[RECEIVED] += 1;
-        self.interval.saturating_record(latency_us);
+        if sh.progress {
+            self.interval.saturating_record(latency_us);
+        }
         let kind = entry.req.kind;
         if entry.measured {
             self.stats.received += 1;
@@ -544,14 +568,12 @@ impl Conn {
 
     /// Adds what changed since last time to the live figures.
     fn publish(&mut self) {
-        let d: Vec<u64> = (0..4)
-            .map(|i| self.live_now[i] - self.live_published[i])
-            .collect();
+        let d: [u64; 4] = std::array::from_fn(|i| self.live_now[i] - self.live_published[i]);
         self.live_published = self.live_now;
         self.sh
             .live
             .add(d[SENT], d[RECEIVED], d[ERRORS], d[TIMEOUTS]);
-        if !self.interval.is_empty() {
+        if self.sh.progress && !self.interval.is_empty() {
             if let Ok(mut h) = self.sh.live.interval.lock() {
                 let _ = h.add(&self.interval);
             }
@@ -559,8 +581,10 @@ impl Conn {
         }
     }
 
-    /// The connection is gone: what was in flight is abandoned.
-    fn lost(&mut self, why: String) {
+    /// The connection is gone: what was in flight on it will never be answered. Each such
+    /// request is an error (`lost_in_flight`) and abandoned, never answered; what was encoded
+    /// but not yet written goes with it (those requests are in flight too).
+    fn lost(&mut self, why: &str) {
         self.stats.errors.connection += 1;
         self.live_now[ERRORS] += 1;
         let terminal = self.terminal.clone();
@@ -568,11 +592,16 @@ impl Conn {
             .sample(|| format!("connection {terminal}: {why}"));
         eprintln!("loadgen: connection {}: {why}", self.terminal);
         for f in self.inflight.values() {
+            self.live_now[ERRORS] += 1;
             if f.measured {
                 self.stats.abandoned += 1;
+                self.stats.errors.lost_in_flight += 1;
+            } else {
+                self.stats.warmup.errors += 1;
             }
         }
         self.inflight.clear();
+        self.out.clear();
     }
 
     /// The run was cut short: what is in flight stays so.
@@ -600,13 +629,91 @@ async fn notified(n: &Option<Arc<Notify>>) {
     }
 }
 
-/// Runs one connection until the run ends; returns what it counted.
+/// First wait before opening a lost connection again; doubles up to [`MAX_RECONNECT_WAIT`].
+const FIRST_RECONNECT_WAIT: Duration = Duration::from_millis(50);
+const MAX_RECONNECT_WAIT: Duration = Duration::from_secs(1);
+
+/// How one stretch on one TCP connection ended.
+enum Ended {
+    /// The run is over for this connection.
+    Done,
+    /// The connection was lost (why).
+    Lost(String),
+}
+
+/// Runs one connection until the run ends; returns what it counted. A lost connection is
+/// opened again to `target` (after what was in flight on it is counted), for as long as the
+/// run may still send.
 pub async fn run(
     mut c: Conn,
     mut stream: TcpStream,
+    target: String,
     mut phase: watch::Receiver<Phase>,
     pace: Option<Arc<Notify>>,
 ) -> ConnStats {
+    loop {
+        match serve(&mut c, &mut stream, &mut phase, &pace).await {
+            Ended::Done => {
+                let _ = stream.shutdown().await;
+                break;
+            }
+            Ended::Lost(why) => {
+                c.lost(&why);
+                match reconnect(&mut c, &target, &mut phase).await {
+                    Some(s) => stream = s,
+                    None => break,
+                }
+            }
+        }
+    }
+    c.finish()
+}
+
+/// Opens the connection again, with a growing wait between attempts; `None` once the run
+/// no longer sends (nothing is in flight: the lost connection took it).
+async fn reconnect(
+    c: &mut Conn,
+    target: &str,
+    phase: &mut watch::Receiver<Phase>,
+) -> Option<TcpStream> {
+    let mut wait = FIRST_RECONNECT_WAIT;
+    loop {
+        if *phase.borrow_and_update() != Phase::Running || !c.may_send(Instant::now()) {
+            return None;
+        }
+        let attempt = tokio::time::timeout(c.sh.timeout, TcpStream::connect(target)).await;
+        match attempt {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                c.stats.reconnects += 1;
+                eprintln!("loadgen: connection {}: open again", c.terminal);
+                return Some(stream);
+            }
+            Ok(Err(e)) => c.stats.sample(|| format!("reconnecting to {target}: {e}")),
+            Err(_) => c
+                .stats
+                .sample(|| format!("reconnecting to {target}: timed out")),
+        }
+        c.publish();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            changed = phase.changed() => {
+                if changed.is_err() {
+                    return None;
+                }
+            }
+        }
+        wait = (wait * 2).min(MAX_RECONNECT_WAIT);
+    }
+}
+
+/// Sends, reads and checks on one TCP connection until the run ends or the connection is lost.
+async fn serve(
+    c: &mut Conn,
+    stream: &mut TcpStream,
+    phase: &mut watch::Receiver<Phase>,
+    pace: &Option<Arc<Notify>>,
+) -> Ended {
     let (rd, mut wr) = stream.split();
     let mut frames = FramedRead::with_capacity(rd, c.sh.framer.clone(), 64 * 1024);
     let mut tick = tokio::time::interval(HOUSEKEEPING);
@@ -616,14 +723,14 @@ pub async fn run(
         let current = *phase.borrow_and_update();
         if current == Phase::Abort {
             c.abort();
-            break;
+            return Ended::Done;
         }
         let sending = current == Phase::Running && c.may_send(now);
         if sending {
             c.fill(now);
         }
         if !sending && c.inflight.is_empty() && c.out.is_empty() {
-            break;
+            return Ended::Done;
         }
         let mut lost: Option<String> = None;
         tokio::select! {
@@ -652,7 +759,7 @@ pub async fn run(
                     item = frames.next().now_or_never();
                 }
             }
-            _ = notified(&pace), if sending => {}
+            _ = notified(pace), if sending => {}
             _ = tick.tick() => {
                 c.expire(Instant::now());
                 c.publish();
@@ -660,17 +767,14 @@ pub async fn run(
             changed = phase.changed() => {
                 if changed.is_err() {
                     c.abort();
-                    break;
+                    return Ended::Done;
                 }
             }
         }
         if let Some(why) = lost {
-            c.lost(why);
-            break;
+            return Ended::Lost(why);
         }
     }
-    let _ = wr.shutdown().await;
-    c.finish()
 }
 
 fn frame_error(e: &FrameError) -> String {

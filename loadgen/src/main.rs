@@ -385,6 +385,7 @@ async fn drive(
         seed: args.seed,
         terminal_base: args.terminal_base,
         live: Live::default(),
+        progress: std::io::stderr().is_terminal(),
     }));
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
@@ -395,7 +396,13 @@ async fn drive(
     for (i, stream) in streams.into_iter().enumerate() {
         let c = Conn::new(i, shared, args.connections);
         let pace = schedule.map(|_| wake[i].clone());
-        handles.push(tokio::spawn(conn::run(c, stream, phase_rx.clone(), pace)));
+        handles.push(tokio::spawn(conn::run(
+            c,
+            stream,
+            target.to_owned(),
+            phase_rx.clone(),
+            pace,
+        )));
     }
     let pacer_stop = Arc::new(AtomicBool::new(false));
     let pacer = match schedule {
@@ -403,8 +410,8 @@ async fn drive(
         None => None,
     };
     let progress_done = Arc::new(Notify::new());
-    let progress = std::io::stderr()
-        .is_terminal()
+    let progress = shared
+        .progress
         .then(|| tokio::spawn(progress(shared, t0, warm_end, end, progress_done.clone())));
 
     let mut stopped_early = false;

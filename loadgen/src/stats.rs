@@ -10,7 +10,9 @@
 //! timeout before it ends). So `sent == received + timeouts + abandoned + in_flight_at_end`.
 //! `errors` counts answers that failed a check (`mismatch`), frames matching no request in
 //! flight (`unmatched`, apart from answers arriving after their timeout, counted as `late`),
-//! frames that do not decode (`undecodable`) and connections lost (`connection`).
+//! frames that do not decode (`undecodable`), connections lost (`connection`) and the requests
+//! that were in flight on a lost connection (`lost_in_flight`: never answered, so also
+//! `abandoned`). A lost connection is opened again (`reconnects`) and the run goes on.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -46,13 +48,20 @@ pub struct ErrorKinds {
     pub unmatched: u64,
     pub undecodable: u64,
     pub connection: u64,
+    /// Requests in flight on a connection when it was lost: never answered.
+    pub lost_in_flight: u64,
     /// Requests that could not be encoded (a spec without a field loadgen sends).
     pub encode: u64,
 }
 
 impl ErrorKinds {
     pub fn total(&self) -> u64 {
-        self.mismatch + self.unmatched + self.undecodable + self.connection + self.encode
+        self.mismatch
+            + self.unmatched
+            + self.undecodable
+            + self.connection
+            + self.lost_in_flight
+            + self.encode
     }
 
     fn add(&mut self, o: &ErrorKinds) {
@@ -60,6 +69,7 @@ impl ErrorKinds {
         self.unmatched += o.unmatched;
         self.undecodable += o.undecodable;
         self.connection += o.connection;
+        self.lost_in_flight += o.lost_in_flight;
         self.encode += o.encode;
     }
 }
@@ -147,6 +157,8 @@ pub struct ConnStats {
     pub abandoned: u64,
     pub in_flight_at_end: u64,
     pub late: u64,
+    /// Lost connections opened again.
+    pub reconnects: u64,
     pub errors: ErrorKinds,
     pub codes: Codes,
     pub kinds: [KindCount; Kind::COUNT],
@@ -168,6 +180,7 @@ impl Default for ConnStats {
             abandoned: 0,
             in_flight_at_end: 0,
             late: 0,
+            reconnects: 0,
             errors: ErrorKinds::default(),
             codes: Codes::default(),
             kinds: [KindCount::default(); Kind::COUNT],
@@ -194,6 +207,7 @@ impl ConnStats {
         self.abandoned += o.abandoned;
         self.in_flight_at_end += o.in_flight_at_end;
         self.late += o.late;
+        self.reconnects += o.reconnects;
         self.errors.add(&o.errors);
         self.codes.add(&o.codes);
         for (a, b) in self.kinds.iter_mut().zip(o.kinds.iter()) {
@@ -301,6 +315,8 @@ pub struct Report {
     pub in_flight_at_end: u64,
     pub abandoned: u64,
     pub late: u64,
+    /// Lost connections opened again during the run.
+    pub reconnects: u64,
     pub error_kinds: ErrorKinds,
     pub error_samples: Vec<String>,
     pub requests: BTreeMap<&'static str, KindCount>,
@@ -354,6 +370,7 @@ impl Report {
             in_flight_at_end: s.in_flight_at_end,
             abandoned: s.abandoned,
             late: s.late,
+            reconnects: s.reconnects,
             error_kinds: s.errors,
             error_samples: s.samples.clone(),
             requests: Kind::ALL

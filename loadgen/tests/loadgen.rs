@@ -97,6 +97,7 @@ fn assert_accounts(r: &Value) {
         "unmatched",
         "undecodable",
         "connection",
+        "lost_in_flight",
         "encode",
     ]
     .iter()
@@ -601,4 +602,159 @@ fn bad_arguments_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{argv:?}: {}", describe(&out));
         assert!(!out.stderr.is_empty());
     }
+}
+
+/// A correct answer (00) to `req`: its echoed fields copied, 38 and 39 set.
+fn approve(spec: &'static codec::Spec, req: &Message<'_>) -> bytes::Bytes {
+    let mut b = MessageBuilder::new(spec, req.mti().response().expect("request"));
+    for f in [2, 3, 4, 7, 11, 12, 13, 37] {
+        b.copy_from(req, f).expect("copy");
+    }
+    b.set(38, "123456").expect("38").set(39, "00").expect("39");
+    for f in [41, 42, 49] {
+        b.copy_from(req, f).expect("copy");
+    }
+    let mut body = BytesMut::new();
+    b.encode_into(&mut body).expect("encode");
+    body.freeze()
+}
+
+/// A server that answers everything correctly, except that on its first connection it
+/// answers `answered` requests, then reads one more (so at least one is in flight) and drops
+/// the connection without answering it. Returns its address and how many connections it
+/// accepted.
+async fn dropping_server(
+    answered: usize,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let first = count.fetch_add(1, Ordering::SeqCst) == 0;
+            tokio::spawn(async move {
+                let spec = codec::builtin("iso87-binary").expect("spec");
+                let mut framed = Framed::new(stream, LengthFramer::default());
+                let mut n = 0;
+                while let Some(Ok(frame)) = framed.next().await {
+                    if first && n == answered {
+                        // This request stays unanswered: the connection goes now.
+                        return;
+                    }
+                    n += 1;
+                    let req = Message::decode(spec, frame).expect("request decodes");
+                    if framed.send(approve(spec, &req)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_connection_is_opened_again_and_its_requests_in_flight_are_errors() {
+    let (target, accepted) = dropping_server(20).await;
+    let data = demo_dir();
+    let report = data.path().join("dropped.json");
+    let out = loadgen(args(
+        &target,
+        data.path(),
+        &report,
+        &[
+            "--connections",
+            "1",
+            "--pipeline",
+            "4",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "2s",
+            "--mix",
+            "purchase=100",
+        ],
+    ))
+    .await;
+    // Errors were counted: exit 1, and the run still wrote its report.
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let r = read_report(&report);
+    let kinds = &r["error_kinds"];
+    assert_eq!(n(kinds, "connection"), 1, "one connection lost: {r:#}");
+    assert_eq!(n(&r, "reconnects"), 1, "{r:#}");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // What was in flight on the lost link is an error and abandoned, never answered.
+    let lost = n(kinds, "lost_in_flight");
+    assert!(lost >= 1, "{r:#}");
+    assert_eq!(n(&r, "abandoned"), lost, "{r:#}");
+    assert_eq!(
+        n(&r, "errors"),
+        1 + lost,
+        "only the loss counts as errors: {r:#}"
+    );
+    assert_eq!(n(kinds, "mismatch") + n(kinds, "unmatched"), 0);
+    // The second connection carried on: far more answers than the first gave.
+    assert!(n(&r, "received") > 20 + 100, "{r:#}");
+    assert_eq!(n(&r, "timeouts"), 0);
+    assert_eq!(
+        n(&r["response_codes"], "00"),
+        n(&r, "received"),
+        "every answer counted is a real one: {r:#}"
+    );
+    assert_accounts(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_is_gone_ends_the_run_on_time() {
+    // A listener that takes one connection, then closes it and stops listening: every
+    // attempt to open it again is refused until the run ends.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        if let Ok((stream, _)) = listener.accept().await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(stream);
+        }
+        drop(listener);
+    });
+    let data = demo_dir();
+    let report = data.path().join("gone.json");
+    let started = Instant::now();
+    let out = loadgen(args(
+        &target,
+        data.path(),
+        &report,
+        &[
+            "--connections",
+            "1",
+            "--pipeline",
+            "3",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--timeout",
+            "500ms",
+            "--mix",
+            "purchase=100",
+        ],
+    ))
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "ended in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let r = read_report(&report);
+    assert_eq!(n(&r, "received"), 0, "{r:#}");
+    assert_eq!(n(&r, "reconnects"), 0, "{r:#}");
+    assert_eq!(n(&r["error_kinds"], "connection"), 1, "{r:#}");
+    assert_eq!(n(&r["error_kinds"], "lost_in_flight"), 3, "{r:#}");
+    assert_eq!(n(&r, "abandoned"), 3, "{r:#}");
+    assert_accounts(&r);
 }

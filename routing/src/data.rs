@@ -53,7 +53,8 @@ impl CardStatus {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The status named by its word (`active`, ...).
+    pub fn parse(s: &str) -> Option<Self> {
         [Self::Active, Self::Blocked, Self::Lost, Self::Stolen]
             .into_iter()
             .find(|v| v.as_str() == s)
@@ -81,7 +82,8 @@ impl OrderStatus {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    /// The status named by its word (`open`, ...).
+    pub fn parse(s: &str) -> Option<Self> {
         [Self::Open, Self::Paid, Self::Cancelled]
             .into_iter()
             .find(|v| v.as_str() == s)

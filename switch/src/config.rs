@@ -54,6 +54,13 @@ pub struct Config {
     /// BIN ranges served here or declined with a code; a card no range covers is served.
     /// TOML: `[[bins]] low = "412345" high = "412399" action = "decline" code = "05"`.
     pub bins: Vec<BinRule>,
+    /// Scale-out store: a PostgreSQL URL (`postgres://user:password@host:port/db`, or libpq
+    /// `key=value` form). When set, accounts, orders, holds, idempotency records and the
+    /// ledger live there, shared by every replica, and `data_dir` holds no state. Never
+    /// logged (it may hold a password).
+    pub store: Option<String>,
+    /// With `store`: how long a request may wait for the database before it is answered 96.
+    pub store_timeout_ms: u64,
 }
 
 /// One BIN range of the configuration (6 to 8 digit prefixes; the most specific range wins).
@@ -94,6 +101,8 @@ impl Default for Config {
             proxy_protocol: false,
             log: "info".into(),
             bins: Vec::new(),
+            store: None,
+            store_timeout_ms: 2_000,
         }
     }
 }
@@ -156,6 +165,17 @@ impl Config {
             return invalid("idempotency_window_secs", "must be at least 60");
         }
         self.bin_table()?;
+        if let Some(url) = &self.store {
+            if let Err(e) = crate::pg::parse_url(url) {
+                return Err(ConfigError::Invalid {
+                    key: "store",
+                    reason: e.to_string(),
+                });
+            }
+            if self.store_timeout_ms == 0 {
+                return invalid("store_timeout_ms", "must be greater than zero");
+            }
+        }
         if let Err(e) = codec::load_spec(&self.spec) {
             return Err(ConfigError::Invalid {
                 key: "spec",
@@ -219,6 +239,10 @@ impl Config {
 
     pub fn grace_period(&self) -> Duration {
         Duration::from_secs(self.grace_period_secs)
+    }
+
+    pub fn store_timeout(&self) -> Duration {
+        Duration::from_millis(self.store_timeout_ms)
     }
 }
 

@@ -3,7 +3,13 @@
 //! 41 + 11 + 7). Answers are gathered into one buffer and written with one syscall per batch.
 //!
 //! Backpressure: with `max_in_flight` requests undecided the task stops reading the socket, so a
-//! client that sends faster than the switch decides is slowed by TCP, never dropped.
+//! client that sends faster than the switch decides is slowed by TCP, never dropped. A shard
+//! whose queue is full does the same: the refused job waits in the task (offered again after
+//! 100 us, doubling up to 10 ms) and nothing more is read until it is queued.
+//!
+//! The hot path does not await and does not move the decoded request: each frame is decoded
+//! into a free slot of the connection's request table ([`codec::Message::decode_partial_into`])
+//! and its answer is written from there.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,16 +26,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::codec::FramedRead;
 
+use crate::backend::Backend;
 use crate::iso::{self, Action, Answer};
 use crate::metrics::{CloseReason, Metrics, SkipReason};
-use crate::shards::{Job, Rejected, ReplyTo, ShardSet};
+use crate::shards::{Job, Rejected, ReplyTo};
 
 /// What every connection shares.
 #[derive(Debug)]
 pub struct Shared {
     pub spec: &'static Spec,
     pub framer: LengthFramer,
-    pub shards: ShardSet,
+    pub shards: Backend,
     pub metrics: Arc<Metrics>,
     pub max_in_flight: usize,
     pub idle_timeout: Option<Duration>,
@@ -57,23 +64,37 @@ const CLOSING_FLUSH: Duration = Duration::from_secs(2);
 /// Frames handled before answers are flushed, when more are already buffered.
 const READ_BATCH: usize = 128;
 
-/// A request waiting for its shard's decision.
-struct Pending {
+/// One request slot. A frame is decoded straight into a free slot's message and, when it goes
+/// to a shard, stays there until the answer comes back: the decoded message (about 1.6 KB) is
+/// never moved. A free slot's message is cleared, so that it holds no frame (and no share of
+/// a read buffer).
+struct Slot {
     request: Message<'static>,
     received: Instant,
+    /// Waiting for a shard's decision.
+    live: bool,
 }
 
 struct Connection {
     shared: Arc<Shared>,
     /// Answers waiting to be written, already framed.
     out: BytesMut,
-    pending: Vec<Option<Pending>>,
+    slots: Vec<Slot>,
     free: Vec<u32>,
     in_flight: usize,
     replies_tx: mpsc::UnboundedSender<(u32, Response)>,
+    /// A job the shards refused because its shard's queue was full: retried after `backoff`,
+    /// and nothing more is read meanwhile (backpressure).
+    stalled: Option<Job>,
+    backoff: Duration,
     /// Framing was lost: answer what is in flight, read nothing more, close.
     pending_close: bool,
 }
+
+/// First wait before a job refused for a full shard queue is offered again; doubles up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_micros(100);
+const MAX_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Serves one connection until it closes; never returns an error (each is logged and counted).
 pub async fn serve(
@@ -90,10 +111,12 @@ pub async fn serve(
     let mut conn = Connection {
         shared,
         out: BytesMut::with_capacity(64 * 1024),
-        pending: Vec::new(),
+        slots: Vec::new(),
         free: Vec::new(),
         in_flight: 0,
         replies_tx,
+        stalled: None,
+        backoff: FIRST_BACKOFF,
         pending_close: false,
     };
     let mut last_frame = Instant::now();
@@ -125,28 +148,32 @@ pub async fn serve(
             break CloseReason::Peer;
         }
         let idle_deadline = conn.shared.idle_timeout.map(|t| last_frame + t);
-        let can_read = reading && conn.in_flight < conn.shared.max_in_flight;
+        let can_read = conn.can_read(reading);
         tokio::select! {
             biased;
             reply = replies_rx.recv() => {
                 if let Some((slot, response)) = reply {
-                    conn.answered(slot, &response);
+                    // One clock read for the batch of answers (the decision time metric).
+                    let now = Instant::now();
+                    conn.answered(slot, &response, now);
                     while let Ok((slot, response)) = replies_rx.try_recv() {
-                        conn.answered(slot, &response);
+                        conn.answered(slot, &response, now);
                     }
                 }
             }
             frame = frames.next(), if can_read => {
                 last_frame = Instant::now();
-                match conn.frame(frame).await {
+                // One clock read for the frames of this read batch: they arrived together.
+                let now = last_frame;
+                match conn.frame(frame, now) {
                     Ok(true) => {
                         // Take the frames already buffered before writing answers.
                         for _ in 0..READ_BATCH {
-                            if conn.in_flight >= conn.shared.max_in_flight {
+                            if !conn.can_read(true) {
                                 break;
                             }
                             match frames.next().now_or_never() {
-                                Some(frame) => match conn.frame(frame).await {
+                                Some(frame) => match conn.frame(frame, now) {
                                     Ok(true) => {}
                                     Ok(false) => { reading = false; break; }
                                     Err(reason) => { reading = false; conn.lost(reason); break; }
@@ -159,6 +186,7 @@ pub async fn serve(
                     Err(reason) => { reading = false; conn.lost(reason); }
                 }
             }
+            _ = tokio::time::sleep(conn.backoff), if conn.stalled.is_some() => conn.retry(),
             _ = phase.changed() => {}
             _ = tokio::time::sleep(Duration::from_millis(100)), if current != Phase::Running => {}
             _ = sleep_until_opt(idle_deadline), if current == Phase::Running && idle_deadline.is_some() => {
@@ -191,10 +219,30 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 }
 
 impl Connection {
+    /// Whether another frame may be taken: reading, under the in-flight limit, and no job
+    /// waiting for room in a shard's queue.
+    fn can_read(&self, reading: bool) -> bool {
+        reading && self.stalled.is_none() && self.in_flight < self.shared.max_in_flight
+    }
+
+    /// A free slot's index (a new slot when none is free).
+    fn take_slot(&mut self) -> u32 {
+        if let Some(s) = self.free.pop() {
+            return s;
+        }
+        self.slots.push(Slot {
+            request: Message::empty(self.shared.spec),
+            received: Instant::now(),
+            live: false,
+        });
+        (self.slots.len() - 1) as u32
+    }
+
     /// Handles one item from the framer: `Ok(false)` at end of stream, `Err` when framing is lost.
-    async fn frame(
+    fn frame(
         &mut self,
         item: Option<Result<bytes::Bytes, FrameError>>,
+        now: Instant,
     ) -> Result<bool, FrameError> {
         let frame = match item {
             None => return Ok(false),
@@ -204,20 +252,26 @@ impl Connection {
             Some(Ok(frame)) if frame.is_empty() => return Ok(true),
             Some(Ok(frame)) => frame,
         };
-        let metrics = &self.shared.metrics;
-        let msg = match Message::decode_partial(self.shared.spec, frame) {
-            Ok(msg) => msg,
-            Err(e) => {
-                // The error names the part and reason, never the bytes.
-                tracing::warn!(error = %e, "skipping undecodable frame");
-                metrics.skipped(SkipReason::Undecodable);
-                return Ok(true);
-            }
+        let index = self.take_slot();
+        let Some(slot) = self.slots.get_mut(index as usize) else {
+            return Ok(true);
         };
-        match iso::classify(&msg) {
+        let shared = &*self.shared;
+        let metrics = &shared.metrics;
+        let msg = &mut slot.request;
+        if let Err(e) = msg.decode_partial_into(shared.spec, frame) {
+            // The error names the part and reason, never the bytes.
+            tracing::warn!(error = %e, "skipping undecodable frame");
+            metrics.skipped(SkipReason::Undecodable);
+            self.free.push(index);
+            return Ok(true);
+        }
+        match iso::classify(msg) {
             Action::Skip(reason) => {
                 tracing::warn!(mti = %msg.mti(), ?reason, error = ?msg.error(), "skipping frame that cannot be answered");
                 metrics.skipped(reason);
+                msg.clear();
+                self.free.push(index);
             }
             Action::Answer {
                 response_mti,
@@ -235,44 +289,44 @@ impl Connection {
                     additional_amounts: None,
                     network,
                 };
-                self.write(&msg, answer);
+                write(shared, &mut self.out, msg, answer);
+                msg.clear();
+                self.free.push(index);
             }
-            Action::Route(request) => self.route(msg, request).await,
+            Action::Route(request) => {
+                slot.received = now;
+                slot.live = true;
+                self.in_flight += 1;
+                metrics.in_flight.inc();
+                let job = Job {
+                    request,
+                    reply: ReplyTo {
+                        tx: self.replies_tx.clone(),
+                        slot: index,
+                    },
+                };
+                self.submit(job);
+            }
         }
         Ok(true)
     }
 
-    async fn route(&mut self, msg: Message<'static>, request: routing::Request) {
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                self.pending.push(None);
-                (self.pending.len() - 1) as u32
-            }
-        };
-        let mut job = Job {
-            request,
-            reply: ReplyTo {
-                tx: self.replies_tx.clone(),
-                slot,
-            },
-        };
-        let mut backoff = Duration::from_micros(100);
-        loop {
-            match self.shared.shards.submit(job) {
-                Ok(()) => break,
-                Err(Rejected::Full(back)) => {
-                    // The shard's queue is full: wait (this connection stops reading meanwhile).
-                    job = back;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(10));
-                }
-                Err(Rejected::Stopped(_)) => {
-                    self.free.push(slot);
-                    let Some(response_mti) = msg.mti().response() else {
-                        return;
-                    };
-                    tracing::error!("shards stopped; answering 96");
+    /// Queues a job on its shard; a full queue leaves it in `stalled` for [`Connection::retry`].
+    fn submit(&mut self, job: Job) {
+        match self.shared.shards.submit(job) {
+            Ok(()) => self.backoff = FIRST_BACKOFF,
+            Err(Rejected::Full(job)) => self.stalled = Some(job),
+            Err(Rejected::Stopped(job)) => {
+                tracing::error!("shards stopped; answering 96");
+                let index = job.reply.slot;
+                let Some(slot) = self.slots.get_mut(index as usize) else {
+                    return;
+                };
+                slot.live = false;
+                self.free.push(index);
+                self.in_flight -= 1;
+                self.shared.metrics.in_flight.dec();
+                if let Some(response_mti) = slot.request.mti().response() {
                     let answer = Answer {
                         response_mti,
                         code: "96",
@@ -280,31 +334,37 @@ impl Connection {
                         additional_amounts: None,
                         network: false,
                     };
-                    self.write(&msg, answer);
-                    return;
+                    write(&self.shared, &mut self.out, &slot.request, answer);
                 }
+                slot.request.clear();
             }
         }
-        if let Some(p) = self.pending.get_mut(slot as usize) {
-            *p = Some(Pending {
-                request: msg,
-                received: Instant::now(),
-            });
+    }
+
+    /// Offers the stalled job again, after a longer wait next time if the queue is still full.
+    fn retry(&mut self) {
+        if let Some(job) = self.stalled.take() {
+            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            self.submit(job);
         }
-        self.in_flight += 1;
-        self.shared.metrics.in_flight.inc();
     }
 
     /// A shard's decision for the request in `slot`.
-    fn answered(&mut self, slot: u32, response: &Response) {
-        let Some(pending) = self.pending.get_mut(slot as usize).and_then(Option::take) else {
-            tracing::error!(slot, "answer for an unknown request slot");
+    fn answered(&mut self, index: u32, response: &Response, now: Instant) {
+        let Some(slot) = self.slots.get_mut(index as usize).filter(|s| s.live) else {
+            tracing::error!(slot = index, "answer for an unknown request slot");
             return;
         };
-        self.free.push(slot);
+        slot.live = false;
+        self.free.push(index);
         self.in_flight -= 1;
-        self.shared.metrics.in_flight.dec();
+        let metrics = &self.shared.metrics;
+        metrics.in_flight.dec();
+        metrics
+            .decision_seconds
+            .observe(now.saturating_duration_since(slot.received).as_secs_f64());
         let Some(response_mti) = codec::Mti::new(response.mti.to_digits()) else {
+            slot.request.clear();
             return;
         };
         let answer = Answer {
@@ -314,22 +374,9 @@ impl Connection {
             additional_amounts: response.additional_amounts.as_ref().map(|a| a.as_str()),
             network: false,
         };
-        self.write(&pending.request, answer);
-        self.shared
-            .metrics
-            .decision_seconds
-            .observe(pending.received.elapsed().as_secs_f64());
-    }
-
-    /// Frames and queues one answer for writing.
-    fn write(&mut self, request: &Message<'_>, answer: Answer<'_>) {
-        let written = self.shared.framer.encode_with(&mut self.out, |dst| {
-            iso::write_response(request, answer, dst)
-        });
-        match written {
-            Ok(()) => self.shared.metrics.answered(request.mti(), answer.code),
-            Err(e) => tracing::error!(error = %e, mti = %request.mti(), "cannot encode response"),
-        }
+        write(&self.shared, &mut self.out, &slot.request, answer);
+        // A free slot holds no frame: the read buffer it shares can be reused or freed.
+        slot.request.clear();
     }
 
     fn lost(&mut self, reason: FrameError) {
@@ -339,5 +386,16 @@ impl Connection {
 
     fn framing_lost(&self) -> bool {
         self.pending_close && self.in_flight == 0
+    }
+}
+
+/// Frames and queues one answer for writing.
+fn write(shared: &Shared, out: &mut BytesMut, request: &Message<'_>, answer: Answer<'_>) {
+    let written = shared
+        .framer
+        .encode_with(out, |dst| iso::write_response(request, answer, dst));
+    match written {
+        Ok(()) => shared.metrics.answered(request.mti(), answer.code),
+        Err(e) => tracing::error!(error = %e, mti = %request.mti(), "cannot encode response"),
     }
 }

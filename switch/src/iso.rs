@@ -85,44 +85,38 @@ fn network_management(msg: &Message<'_>, response_mti: Mti) -> Action {
 /// Builds the engine's request, or `None` for a format error (a mandatory field missing or
 /// malformed, or malformed content in an optional field the switch uses).
 fn financial(msg: &Message<'_>) -> Option<Request> {
+    // `text_bytes` reads ASCII fields in place; `buf` is for the other encodings.
     let mut buf = [0u8; 42];
     let mti = routing::Mti::new(msg.mti().as_u16())?;
     let stan = u32::try_from(msg.field(11)?.to_u64()?).ok()?;
     let transmission = msg.field(7)?.to_u64()?;
-    let terminal = TerminalId::new(msg.field(41)?.text_into(&mut buf)?.as_bytes()).ok()?;
+    let terminal = TerminalId::new(msg.field(41)?.text_bytes(&mut buf)?).ok()?;
     let mut req = Request::new(mti, stan, transmission, terminal);
 
     let code = msg.field(3)?;
-    req.processing_code = Some(ProcessingCode::from_digits(
-        code.text_into(&mut buf)?.as_bytes(),
-    )?);
-    req.pan = Some(Pan::from_digits(msg.field(2)?.text_into(&mut buf)?.as_bytes()).ok()?);
-    let currency = msg.field(49)?.text_into(&mut buf)?;
-    if !currency.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    req.currency = Some(currency.parse().ok()?);
+    let code = ProcessingCode::from_digits(code.text_bytes(&mut buf)?)?;
+    req.processing_code = Some(code);
+    req.pan = Some(Pan::from_digits(msg.field(2)?.text_bytes(&mut buf)?).ok()?);
+    req.currency = Some(digits_u16(msg.field(49)?.text_bytes(&mut buf)?)?);
     // A balance inquiry needs no amount; every other request does.
-    let inquiry = base(msg.mti()) == 100 && code.text_into(&mut buf)?.starts_with("31");
+    let inquiry = base(msg.mti()) == 100 && code.transaction_type() == *b"31";
     match msg.field(4) {
         Some(f) => req.amount = Some(f.to_u64()?),
         None if inquiry => {}
         None => return None,
     }
     if let Some(f) = msg.field(14) {
-        req.expiry = Some(Yymm::from_digits(f.text_into(&mut buf)?.as_bytes())?);
+        req.expiry = Some(Yymm::from_digits(f.text_bytes(&mut buf)?)?);
     }
     if let Some(f) = msg.field(42) {
-        req.merchant = Some(MerchantId::new(f.text_into(&mut buf)?.as_bytes()).ok()?);
+        req.merchant = Some(MerchantId::new(f.text_bytes(&mut buf)?).ok()?);
     }
     if let Some(f) = msg.field(48) {
         // The order reference is the only per-request heap value, and only on order payments.
         req.order_ref = Some(f.to_string());
     }
     if let Some(f) = msg.field(90) {
-        req.original = Some(OriginalData::from_field90(
-            f.text_into(&mut buf)?.as_bytes(),
-        )?);
+        req.original = Some(OriginalData::from_field90(f.text_bytes(&mut buf)?)?);
     }
     // A field the bitmap announced but that could not be read is a format error too.
     for n in [2, 3, 4, 7, 11, 14, 41, 42, 48, 49, 90] {
@@ -131,6 +125,21 @@ fn financial(msg: &Message<'_>) -> Option<Request> {
         }
     }
     Some(req)
+}
+
+/// A number of one or more ASCII digits that fits a `u16`.
+fn digits_u16(digits: &[u8]) -> Option<u16> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u16, |acc, &c| {
+        let d = c.wrapping_sub(b'0');
+        if d < 10 {
+            acc.checked_mul(10)?.checked_add(u16::from(d))
+        } else {
+            None
+        }
+    })
 }
 
 /// The parts of an answer the switch adds to the echoed fields.

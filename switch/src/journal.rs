@@ -20,17 +20,21 @@
 //!
 //! - on a clean shutdown ([`Journal::start_generation`]), when no message is in flight between
 //!   shards: every shard's snapshot is written, then the older files are removed;
-//! - periodically while running ([`Journal::begin_generation`]): the shard writes
-//!   `snapshot-<gen+1>.pending` and journals on in segment `gen+1`; recovery ignores (and
-//!   removes) a pending snapshot, replaying the old snapshot and both segments. Once every
-//!   other shard has durably journaled what this one had sent it at the snapshot (routing's
-//!   rule), [`Journal::confirm_generation`] renames it into force and removes the older files.
+//! - periodically while running: the journal starts segment `gen+1`
+//!   ([`Journal::begin_generation`]) right after the batch that ends the old one, and a builder
+//!   thread makes `snapshot-<gen+1>.pending` from the files ([`snapshot_sources`]: the newest
+//!   snapshot in force and the closed segments since, replayed); recovery ignores (and
+//!   removes) a pending snapshot, replaying the old snapshot and every segment. Once every
+//!   other shard has durably journaled what this one had sent it at the cut (routing's rule),
+//!   [`confirm_snapshot`] renames it into force and removes the older files
+//!   (`crate::shards`).
 //!
 //! Writes of whole files (snapshots, `boot`) are crash-safe: temporary file, fsync, rename,
-//! fsync of the directory. The journal is appended in batches ([`Journal::commit`]: one
-//! `write` and, under `--durability fsync`, one `fdatasync` per batch: the group commit).
+//! fsync of the directory. The journal is appended in batches ([`Journal::write_batch`]: one
+//! `write` and, under `--durability fsync`, one `fdatasync` per batch: the group commit; the
+//! shard encodes records with [`encode_record`]).
 //!
-//! Reading a journal ([`read_segment`]): a record that is incomplete or fails its checksum at
+//! Reading a journal ([`read_segment`], streamed through a 4 MiB buffer): a record that is incomplete or fails its checksum at
 //! the end of the last segment is a torn write (a crash mid-append): the file is truncated
 //! there with a warning naming file and offset. A bad record followed by any good one is
 //! damage, not a torn write: start-up fails with an error naming file and offset.
@@ -185,6 +189,18 @@ fn parse_generation(name: &str, prefix: &str, suffix: &str) -> Option<u64> {
 
 /// Lists a shard directory; leftover temporary files are removed.
 pub fn shard_files(dir: &Path) -> anyhow::Result<ShardFiles> {
+    list(dir, true, u64::MAX)
+}
+
+/// What a periodic snapshot of generation `generation` is built from while the shard runs
+/// (`crate::shards`): the newest snapshot in force before it and the closed segments from that
+/// one's generation up to `generation` (excluded). Removes nothing: the shard is running.
+pub fn snapshot_sources(dir: &Path, generation: u64) -> anyhow::Result<ShardFiles> {
+    list(dir, false, generation)
+}
+
+/// Lists the snapshots and segments of a shard directory below generation `before`.
+fn list(dir: &Path, clean: bool, before: u64) -> anyhow::Result<ShardFiles> {
     let mut snapshots = Vec::new();
     let mut segments = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
@@ -193,18 +209,20 @@ pub fn shard_files(dir: &Path) -> anyhow::Result<ShardFiles> {
         if name.ends_with(".tmp") || name.ends_with(".pending") {
             // A temporary file, or a periodic snapshot never confirmed: the older snapshot and
             // every segment since are still there and are what recovery uses.
-            fs::remove_file(entry.path())
-                .with_context(|| format!("removing {}", entry.path().display()))?;
+            if clean {
+                fs::remove_file(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            }
         } else if let Some(g) = parse_generation(&name, "snapshot-", "") {
             snapshots.push(g);
         } else if let Some(g) = parse_generation(&name, "journal-", ".log") {
             segments.push(g);
         }
     }
-    let Some(&generation) = snapshots.iter().max() else {
+    let Some(&generation) = snapshots.iter().filter(|&&g| g < before).max() else {
         bail!("{}: no snapshot", dir.display());
     };
-    segments.retain(|&g| g >= generation);
+    segments.retain(|&g| g >= generation && g < before);
     segments.sort_unstable();
     Ok(ShardFiles {
         dir: dir.to_owned(),
@@ -215,6 +233,38 @@ pub fn shard_files(dir: &Path) -> anyhow::Result<ShardFiles> {
             .map(|g| (g, segment_path(dir, g)))
             .collect(),
     })
+}
+
+/// Where the periodic snapshot of `generation` is written before it is in force.
+pub fn pending_snapshot_path(dir: &Path, generation: u64) -> PathBuf {
+    pending_path(dir, generation)
+}
+
+/// Puts the pending snapshot of `generation` in force (rename, fsync of the directory), then
+/// removes the older snapshots and segments. Only once every other shard has durably
+/// journaled what this one had sent it when the snapshot was taken (`crate::shards`).
+pub fn confirm_snapshot(dir: &Path, generation: u64) -> anyhow::Result<()> {
+    let pending = pending_path(dir, generation);
+    let path = snapshot_path(dir, generation);
+    fs::rename(&pending, &path).with_context(|| format!("renaming {}", pending.display()))?;
+    sync_dir(dir)?;
+    remove_before(dir, generation)
+}
+
+/// Removes the snapshots (pending or not) and segments of generations before `generation`.
+fn remove_before(dir: &Path, generation: u64) -> anyhow::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let g = parse_generation(&name, "snapshot-", "")
+            .or_else(|| parse_generation(&name, "snapshot-", ".pending"))
+            .or_else(|| parse_generation(&name, "journal-", ".log"));
+        if g.is_some_and(|g| g < generation) {
+            fs::remove_file(entry.path())
+                .with_context(|| format!("removing {}", entry.path().display()))?;
+        }
+    }
+    sync_dir(dir)
 }
 
 /// Whether `bytes[at..]` starts with a well-formed record: plausible length, matching
@@ -243,54 +293,107 @@ pub fn read_segment(
     last: bool,
     mut each: impl FnMut(Input) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
-    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut at = 0usize;
-    while at < bytes.len() {
-        match record_at(&bytes, at) {
-            Some(payload) => {
-                let input = Input::decode(payload).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}: record at offset {at} does not decode: {e}",
-                        path.display()
-                    )
-                })?;
-                each(input)?;
-                at += HEADER + payload.len();
-            }
-            None => {
-                // Torn write or damage? Any well-formed record after this point means damage.
-                if let Some(next) = (at + 1..bytes.len())
-                    .find(|&o| record_at(&bytes, o).is_some_and(|p| Input::decode(p).is_ok()))
-                {
-                    bail!(
-                        "{}: damaged journal record at offset {at} (a valid record follows at offset {next}); refusing to start",
-                        path.display()
-                    );
+    use std::io::Read;
+    let mut file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    // Streamed through one buffer (no file-sized allocation): a window `buf[start..end]` at
+    // file offset `base + start`, refilled whenever less than a largest record is left.
+    let mut buf = vec![0u8; READ_CHUNK + HEADER + MAX_RECORD];
+    let (mut base, mut start, mut end) = (0u64, 0usize, 0usize);
+    let mut eof = false;
+    loop {
+        if !eof && end - start < HEADER + MAX_RECORD {
+            buf.copy_within(start..end, 0);
+            base += start as u64;
+            end -= start;
+            start = 0;
+            while end < buf.len() {
+                match file.read(&mut buf[end..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(k) => end += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
                 }
-                if !last {
-                    bail!(
-                        "{}: damaged journal record at offset {at} in a segment that is not the newest; refusing to start",
-                        path.display()
-                    );
-                }
-                tracing::warn!(
-                    file = %path.display(),
-                    offset = at,
-                    dropped_bytes = bytes.len() - at,
-                    "journal ends in a torn record (a crash mid-write): truncating it there"
-                );
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .with_context(|| format!("opening {}", path.display()))?;
-                f.set_len(at as u64)
-                    .and_then(|()| f.sync_all())
-                    .with_context(|| format!("truncating {}", path.display()))?;
-                return Ok(at as u64);
             }
         }
+        if start == end {
+            return Ok(base + start as u64);
+        }
+        let Some(payload) = record_at(&buf[..end], start) else {
+            return bad_record(path, last, base + start as u64);
+        };
+        let input = Input::decode(payload).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: record at offset {} does not decode: {e}",
+                path.display(),
+                base + start as u64
+            )
+        })?;
+        start += HEADER + payload.len();
+        each(input)?;
     }
-    Ok(at as u64)
+}
+
+/// Bytes [`read_segment`] reads at a time.
+const READ_CHUNK: usize = 4 << 20;
+
+/// A bad record at offset `at` of a segment: a torn tail (truncated when `last`, an error
+/// otherwise) or, when a well-formed record follows, damage (an error). Returns the valid
+/// length.
+fn bad_record(path: &Path, last: bool, at: u64) -> anyhow::Result<u64> {
+    let bytes = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let from = usize::try_from(at).unwrap_or(usize::MAX);
+    // Torn write or damage? Any well-formed record after this point means damage.
+    if let Some(next) = (from.saturating_add(1)..bytes.len())
+        .find(|&o| record_at(&bytes, o).is_some_and(|p| Input::decode(p).is_ok()))
+    {
+        bail!(
+            "{}: damaged journal record at offset {at} (a valid record follows at offset {next}); refusing to start",
+            path.display()
+        );
+    }
+    if !last {
+        bail!(
+            "{}: damaged journal record at offset {at} in a segment that is not the newest; refusing to start",
+            path.display()
+        );
+    }
+    tracing::warn!(
+        file = %path.display(),
+        offset = at,
+        dropped_bytes = bytes.len() as u64 - at,
+        "journal ends in a torn record (a crash mid-write): truncating it there"
+    );
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    f.set_len(at)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("truncating {}", path.display()))?;
+    Ok(at)
+}
+
+/// Makes a newly created segment durable: its inode, and its entry in the directory.
+fn sync_created(file: &File, dir: &Path) -> io::Result<()> {
+    file.sync_all()?;
+    File::open(dir).and_then(|d| d.sync_all())
+}
+
+/// Appends one input to `buf` as a journal record: `[len][crc32][payload]`.
+pub fn encode_record(buf: &mut Vec<u8>, input: &Input) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; HEADER]);
+    input.encode(buf);
+    let payload = &buf[start + HEADER..];
+    let len = u32::try_from(payload.len())
+        .unwrap_or(u32::MAX)
+        .to_le_bytes();
+    let crc = crc32fast::hash(payload).to_le_bytes();
+    buf[start..start + 4].copy_from_slice(&len);
+    buf[start + 4..start + HEADER].copy_from_slice(&crc);
 }
 
 /// A shard's open journal segment, appended in batches.
@@ -312,17 +415,29 @@ impl Journal {
     pub fn open(dir: &Path, generation: u64, len: u64, fsync: bool) -> anyhow::Result<Journal> {
         let path = segment_path(dir, generation);
         let existed = path.exists();
+        let journal = Journal::open_unsynced(dir, generation, len, fsync)?;
+        if !existed {
+            sync_created(&journal.file, dir)
+                .with_context(|| format!("fsyncing {}", path.display()))?;
+        }
+        Ok(journal)
+    }
+
+    /// [`Journal::open`] without making a newly created file durable: the caller calls
+    /// [`sync_created`] before relying on it.
+    fn open_unsynced(
+        dir: &Path,
+        generation: u64,
+        len: u64,
+        fsync: bool,
+    ) -> anyhow::Result<Journal> {
+        let path = segment_path(dir, generation);
         let file = OpenOptions::new()
             .append(true)
             .create(true)
             .mode(FILE_MODE)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        if !existed {
-            file.sync_all()
-                .with_context(|| format!("fsyncing {}", path.display()))?;
-            sync_dir(dir)?;
-        }
         Ok(Journal {
             file,
             path,
@@ -349,16 +464,7 @@ impl Journal {
 
     /// Buffers one input (it reaches the file at the next [`Journal::commit`]).
     pub fn append(&mut self, input: &Input) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(&[0; HEADER]);
-        input.encode(&mut self.buf);
-        let payload = &self.buf[start + HEADER..];
-        let len = u32::try_from(payload.len())
-            .unwrap_or(u32::MAX)
-            .to_le_bytes();
-        let crc = crc32fast::hash(payload).to_le_bytes();
-        self.buf[start..start + 4].copy_from_slice(&len);
-        self.buf[start + 4..start + HEADER].copy_from_slice(&crc);
+        encode_record(&mut self.buf, input);
     }
 
     /// Whether inputs are buffered and not yet committed.
@@ -371,28 +477,50 @@ impl Journal {
     /// error the file is cut back to its length before the batch (best effort) and the
     /// buffer is dropped: the caller must not release the batch's outputs.
     pub fn commit(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = self.write_batch(&buf);
+        buf.clear();
+        self.buf = buf;
+        result
+    }
+
+    /// Appends `bytes` (whole records, [`encode_record`]) and, under `--durability fsync`,
+    /// fsyncs them: [`Journal::commit`] of records the caller buffered ([`encode_record`]). On
+    /// an error the file is cut back to its length before the batch (best effort).
+    pub fn write_batch(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_unsynced(bytes)?;
+        if self.fsync && !bytes.is_empty() {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Appends `bytes` without fsyncing them. On an error the file is cut back to its length
+    /// before the batch (best effort).
+    fn write_unsynced(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if bytes.is_empty() {
             return Ok(());
         }
-        let result = self.file.write_all(&self.buf).and_then(|()| {
-            if self.fsync {
-                self.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
-        match result {
+        match self.file.write_all(bytes) {
             Ok(()) => {
-                self.len += self.buf.len() as u64;
-                self.buf.clear();
+                self.len += bytes.len() as u64;
                 Ok(())
             }
             Err(e) => {
-                self.buf.clear();
                 let _ = self.file.set_len(self.len);
                 Err(e)
             }
         }
+    }
+
+    /// Whether commits fsync (`--durability fsync`).
+    pub fn fsyncs(&self) -> bool {
+        self.fsync
+    }
+
+    /// The shard directory the journal is in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Writes `snapshot` as the next generation's snapshot and opens that generation's empty
@@ -411,42 +539,35 @@ impl Journal {
     }
 
     /// Starts the next generation while the shards run (a periodic snapshot): opens the next
-    /// segment and returns where its snapshot goes, `snapshot-<next>.pending` (the caller
-    /// writes it with [`write_atomic`], off the shard thread), which recovery ignores. Until
-    /// [`Journal::confirm_generation`] the older snapshot and segments stay in force: recovery
-    /// replays them and the new segment after them. Call between batches (nothing buffered).
+    /// segment (fsyncing it and its directory entry under `--durability fsync`) and returns
+    /// where its snapshot goes, `snapshot-<next>.pending` (written off the shard thread), which
+    /// recovery ignores. Until [`confirm_snapshot`] the older snapshot and
+    /// segments stay in force: recovery replays them and the new segment after them. Call
+    /// between batches (nothing buffered).
     pub fn begin_generation(&mut self) -> anyhow::Result<PathBuf> {
+        let path = self.begin_generation_unsynced()?;
+        sync_created(&self.file, &self.dir)
+            .with_context(|| format!("fsyncing {}", self.path.display()))?;
+        Ok(path)
+    }
+
+    /// [`Journal::begin_generation`] without fsyncing the new file and its directory entry.
+    fn begin_generation_unsynced(&mut self) -> anyhow::Result<PathBuf> {
         debug_assert!(self.buf.is_empty());
         let next = self.generation + 1;
-        *self = Journal::open(&self.dir, next, 0, self.fsync)?;
+        *self = Journal::open_unsynced(&self.dir, next, 0, self.fsync)?;
         Ok(pending_path(&self.dir, next))
     }
 
-    /// Makes the pending snapshot of the current generation the one recovery starts from
-    /// (rename, fsync of the directory), then removes the older files. Only once every other
-    /// shard has durably journaled what this one had sent it when the snapshot was taken.
+    /// Makes the pending snapshot of the current generation the one recovery starts from,
+    /// then removes the older files ([`confirm_snapshot`]).
     pub fn confirm_generation(&self) -> anyhow::Result<()> {
-        let pending = pending_path(&self.dir, self.generation);
-        let path = snapshot_path(&self.dir, self.generation);
-        fs::rename(&pending, &path).with_context(|| format!("renaming {}", pending.display()))?;
-        sync_dir(&self.dir)?;
-        self.remove_older()
+        confirm_snapshot(&self.dir, self.generation)
     }
 
     /// Removes the snapshots and segments before the current generation.
     pub fn remove_older(&self) -> anyhow::Result<()> {
-        for entry in fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let generation = parse_generation(&name, "snapshot-", "")
-                .or_else(|| parse_generation(&name, "snapshot-", ".pending"))
-                .or_else(|| parse_generation(&name, "journal-", ".log"));
-            if generation.is_some_and(|g| g < self.generation) {
-                fs::remove_file(entry.path())
-                    .with_context(|| format!("removing {}", entry.path().display()))?;
-            }
-        }
-        sync_dir(&self.dir)
+        remove_before(&self.dir, self.generation)
     }
 }
 

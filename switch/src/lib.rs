@@ -4,17 +4,20 @@
 //!
 //! Layout: [`server`] starts everything and drains it; [`connection`] is one task per client;
 //! [`iso`] turns decoded messages into engine requests and answers back; [`shards`] runs the
-//! single-writer shard threads; [`store`] loads the data files; [`admin`] and [`metrics`] are
-//! for operators.
+//! single-writer shard threads; [`store`] loads the data files and recovers the journals; [`pg`]
+//! is the scale-out store in PostgreSQL, and [`backend`] picks between the two; [`admin`] and
+//! [`metrics`] are for operators.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backend;
 pub mod config;
 pub mod connection;
 pub mod iso;
 pub mod journal;
 pub mod metrics;
+pub mod pg;
 pub mod proxy;
 pub mod server;
 pub mod shards;

@@ -40,6 +40,22 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Apply the PostgreSQL store's schema migrations, then exit.
+    Migrate {
+        /// The store: postgres://USER:PASSWORD@HOST:PORT/DB (PGPASSWORD honoured).
+        #[arg(long, env = "SWITCH_STORE")]
+        store: String,
+    },
+    /// Migrate, then load DIR/accounts.csv and DIR/orders.csv into the PostgreSQL store in one
+    /// transaction (refused, loading nothing, if a card or order is already there).
+    Import {
+        /// The store: postgres://USER:PASSWORD@HOST:PORT/DB (PGPASSWORD honoured).
+        #[arg(long, env = "SWITCH_STORE")]
+        store: String,
+        /// Directory holding accounts.csv and orders.csv.
+        #[arg(long, env = "SWITCH_DATA_DIR")]
+        data_dir: PathBuf,
+    },
     /// Exit 0 when the switch whose admin endpoint is ADDR answers 200 on /readyz.
     Healthcheck {
         #[arg(long, default_value = "127.0.0.1:9583")]
@@ -103,6 +119,15 @@ struct ServeArgs {
     /// Log filter, e.g. info or switch=debug [default: info].
     #[arg(long, env = "SWITCH_LOG")]
     log: Option<String>,
+    /// Scale-out store: postgres://USER:PASSWORD@HOST:PORT/DB keeps accounts, orders, holds,
+    /// idempotency records and the ledger in PostgreSQL, shared by every replica [default:
+    /// the embedded store in --data-dir].
+    #[arg(long, env = "SWITCH_STORE")]
+    store: Option<String>,
+    /// With --store: milliseconds a request may wait for the database before it is answered
+    /// 96 [default: 2000].
+    #[arg(long, env = "SWITCH_STORE_TIMEOUT_MS")]
+    store_timeout_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -133,7 +158,11 @@ impl ServeArgs {
             grace_period => grace_period_secs,
             proxy_protocol => proxy_protocol,
             log => log,
+            store_timeout_ms => store_timeout_ms,
         );
+        if self.store.is_some() {
+            c.store = self.store;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -156,6 +185,8 @@ fn main() -> ExitCode {
                 out.display()
             )
         }),
+        Some(Command::Migrate { store }) => migrate(&store),
+        Some(Command::Import { store, data_dir }) => import(&store, &data_dir),
         Some(Command::Healthcheck { admin }) => healthcheck(&admin),
     };
     match result {
@@ -172,6 +203,26 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .thread_name("switch-io")
         .build()?)
+}
+
+fn migrate(store: &str) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let config = switch::pg::parse_url(store)?;
+        let client = switch::pg::connect(&config).await?;
+        let applied = switch::pg::migrate(&client).await?;
+        if applied.is_empty() {
+            eprintln!("store schema is up to date");
+        } else {
+            eprintln!("applied store migrations {applied:?}");
+        }
+        Ok(())
+    })
+}
+
+fn import(store: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let (accounts, orders) = runtime()?.block_on(switch::pg::import(store, data_dir))?;
+    eprintln!("imported {accounts} accounts and {orders} orders");
+    Ok(())
 }
 
 fn healthcheck(admin: &str) -> anyhow::Result<()> {

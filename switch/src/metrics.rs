@@ -4,11 +4,15 @@
 
 use std::sync::Arc;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Request MTIs counted by name; anything else is `other`.
@@ -46,7 +50,9 @@ pub struct Metrics {
     registry: Registry,
     /// `[mti][code]`.
     messages: Vec<[Counter; CODE_LABELS.len()]>,
-    pub decision_seconds: Histogram,
+    /// Observed once per answer on every connection: lock-free (prometheus-client's own
+    /// histogram takes a lock per observation).
+    pub decision_seconds: AtomicHistogram,
     pub connections_open: Gauge,
     pub connections_accepted: Counter,
     closed: [Counter; 6],
@@ -59,6 +65,74 @@ pub struct Metrics {
     pub journal_errors: Counter,
     /// Time of one group commit (write + fsync of a shard's batch).
     pub journal_commit_seconds: Histogram,
+    /// PostgreSQL store: batches retried after a conflict with another transaction.
+    pub store_retries: Counter,
+    /// PostgreSQL store: batches answered 96 (database unreachable, timed out, or an error).
+    pub store_errors: Counter,
+    /// PostgreSQL store: time of one batch's transaction (both round trips and the commit).
+    pub store_batch_seconds: Histogram,
+}
+
+/// A histogram of atomic counters: `observe` takes no lock, so every connection task can
+/// record each answer without contending. Encoded like prometheus-client's `Histogram`.
+#[derive(Clone, Debug)]
+pub struct AtomicHistogram(Arc<AtomicHistogramInner>);
+
+#[derive(Debug)]
+struct AtomicHistogramInner {
+    bounds: Vec<f64>,
+    /// One counter a bound, then one for +Inf.
+    counts: Vec<AtomicU64>,
+    /// Sum of observations in nanoseconds (the unit of every histogram here is seconds).
+    sum_nanos: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub fn new(bounds: impl Iterator<Item = f64>) -> Self {
+        let bounds: Vec<f64> = bounds.collect();
+        let counts = (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect();
+        Self(Arc::new(AtomicHistogramInner {
+            bounds,
+            counts,
+            sum_nanos: AtomicU64::new(0),
+        }))
+    }
+
+    /// Records one observation, in seconds.
+    #[inline]
+    pub fn observe(&self, seconds: f64) {
+        let h = &self.0;
+        let i = h.bounds.partition_point(|b| *b < seconds);
+        if let Some(c) = h.counts.get(i) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        h.sum_nanos
+            .fetch_add((seconds.max(0.0) * 1e9).round() as u64, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for AtomicHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for AtomicHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        let h = &self.0;
+        let buckets: Vec<(f64, u64)> = h
+            .bounds
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::MAX))
+            .zip(h.counts.iter().map(|c| c.load(Ordering::Relaxed)))
+            .collect();
+        let count = buckets.iter().map(|b| b.1).sum();
+        let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+        encoder.encode_histogram::<()>(sum, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -90,7 +164,7 @@ impl Metrics {
             })
             .collect();
 
-        let decision_seconds = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
+        let decision_seconds = AtomicHistogram::new(exponential_buckets(0.000_025, 2.0, 16));
         registry.register(
             "decision_duration_seconds",
             "Time from a request's arrival to its answer being queued for writing",
@@ -186,6 +260,25 @@ impl Metrics {
             journal_commit_seconds.clone(),
         );
 
+        let store_retries = Counter::default();
+        registry.register(
+            "store_retries",
+            "PostgreSQL store: batches retried after a conflict (unique key, deadlock, serialization)",
+            store_retries.clone(),
+        );
+        let store_errors = Counter::default();
+        registry.register(
+            "store_errors",
+            "PostgreSQL store: batches answered 96 (database unreachable, timed out, or an error)",
+            store_errors.clone(),
+        );
+        let store_batch_seconds = Histogram::new(exponential_buckets(0.000_050, 2.0, 18));
+        registry.register(
+            "store_batch_duration_seconds",
+            "PostgreSQL store: time of one batch's transaction, reads to commit",
+            store_batch_seconds.clone(),
+        );
+
         Arc::new(Metrics {
             registry,
             messages,
@@ -200,6 +293,9 @@ impl Metrics {
             accept_errors,
             journal_errors,
             journal_commit_seconds,
+            store_retries,
+            store_errors,
+            store_batch_seconds,
         })
     }
 
@@ -266,4 +362,47 @@ fn to_prometheus_text(open_metrics: &str) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(register: impl FnOnce(&mut Registry)) -> String {
+        let mut registry = Registry::default();
+        register(&mut registry);
+        let mut out = String::new();
+        encode(&mut out, &registry).unwrap();
+        out
+    }
+
+    /// The lock-free histogram is exposed exactly as prometheus-client's own would be.
+    #[test]
+    fn atomic_histogram_encodes_like_the_client_histogram() {
+        let values = [0.000_01, 0.000_025, 0.000_03, 0.001, 0.25, 0.5, 3.0, 99.0];
+        let ours = AtomicHistogram::new(exponential_buckets(0.000_025, 2.0, 16));
+        let theirs = Histogram::new(exponential_buckets(0.000_025, 2.0, 16));
+        for v in values {
+            ours.observe(v);
+            theirs.observe(v);
+        }
+        let a = text(|r| r.register("d", "help", ours));
+        let b = text(|r| r.register("d", "help", theirs));
+        let lines = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with("d_sum"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(lines(&a), lines(&b));
+        assert!(a.contains("d_bucket{le=\"+Inf\"} 8"), "{a}");
+        let sum = |t: &str| -> f64 {
+            t.lines()
+                .find_map(|l| l.strip_prefix("d_sum "))
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        assert!((sum(&a) - values.iter().sum::<f64>()).abs() < 1e-6);
+    }
 }

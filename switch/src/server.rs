@@ -17,9 +17,11 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use crate::admin::{self, Health};
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::connection::{self, Phase, Shared};
 use crate::metrics::{CloseReason, Metrics};
+use crate::pg;
 use crate::proxy;
 use crate::shards;
 use crate::store;
@@ -27,6 +29,12 @@ use crate::store;
 /// Requests waiting in one shard's queue before connections back off (their own in-flight
 /// bound applies first).
 const SHARD_QUEUE: usize = 16_384;
+
+/// What stops once every connection is gone.
+enum Deciders {
+    Embedded(shards::ShardThreads),
+    Postgres(pg::StoreWorkers),
+}
 
 /// A running switch.
 #[derive(Debug)]
@@ -74,14 +82,38 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Metrics::new(shard_count);
     let health = Health::new();
 
-    if config.durability == crate::config::Durability::None {
-        tracing::warn!("--durability none: decisions are not fsynced and a crash may lose them");
-    }
-    let shard_states = store::load(&config, shard_count)?;
-    let (shard_set, shard_threads) = shards::start(shard_states, SHARD_QUEUE, metrics.clone())
-        .context("starting shard threads")?;
+    let (backend, deciders) = match &config.store {
+        None => {
+            if config.durability == crate::config::Durability::None {
+                tracing::warn!(
+                    "--durability none: decisions are not fsynced and a crash may lose them"
+                );
+            }
+            let shard_states = store::load(&config, shard_count)?;
+            let (set, threads) = shards::start(shard_states, SHARD_QUEUE, metrics.clone())
+                .context("starting shard threads")?;
+            (Backend::Embedded(set), Deciders::Embedded(threads))
+        }
+        Some(url) => {
+            let engine = routing::EngineConfig {
+                idempotency_window_secs: config.idempotency_window_secs,
+                bins: config.bin_table()?,
+            };
+            let (set, workers) = pg::start(
+                url,
+                shard_count,
+                SHARD_QUEUE,
+                config.store_timeout(),
+                engine,
+                metrics.clone(),
+            )
+            .await
+            .context("starting the PostgreSQL store")?;
+            (Backend::Postgres(set), Deciders::Postgres(workers))
+        }
+    };
 
-    health.watch_failure(shard_set.failure_flag());
+    health.watch_failure(backend.unavailable_flag());
 
     let iso = TcpListener::bind(config.listen)
         .await
@@ -104,7 +136,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let shared = Arc::new(Shared {
         spec,
         framer,
-        shards: shard_set,
+        shards: backend,
         metrics: metrics.clone(),
         max_in_flight: config.max_in_flight,
         idle_timeout: config.idle_timeout(),
@@ -126,8 +158,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let _ = phase_tx.send(Phase::Closing);
             tracker.wait().await;
         }
-        // Every connection (and its ShardSet clone) is gone: the shards can finish and stop.
-        let _ = tokio::task::spawn_blocking(move || shard_threads.join()).await;
+        // Every connection (and its Backend clone) is gone: the deciders can finish and stop.
+        match deciders {
+            Deciders::Embedded(threads) => {
+                let _ = tokio::task::spawn_blocking(move || threads.join()).await;
+            }
+            Deciders::Postgres(workers) => workers.join().await,
+        }
         let _ = admin_stop_tx.send(true);
         tracing::info!("switch stopped");
     });

@@ -15,33 +15,54 @@
 //! # Durability: group commit
 //!
 //! A worker takes a batch of inputs (everything its peer channel holds, then up to [`BATCH`]
-//! requests, and a purge when one is due), and for each one appends its encoding
-//! ([`routing::Input`]) to the journal buffer, then applies it ([`Shard::apply`]). Every output
-//! of the batch (replies and messages to other shards) is held until the batch is committed:
-//! one write and, under `--durability fsync`, one fsync for the whole batch. Inputs that arrive
-//! while a commit runs form the next batch, so the fsync rate bounds batches, not decisions.
-//! Answers other shards produced for this shard's requests are already durable there and are
-//! passed on at once.
+//! requests, and a purge when one is due), and for each one appends its journal record
+//! ([`routing::Input`], [`crate::journal::encode_record`]) to the batch's buffer, then applies
+//! it ([`Shard::apply`]). Every output of the batch (replies and messages to other shards) is
+//! held until the batch is committed: one write and, under `--durability fsync`, one
+//! `fdatasync` for the whole batch. Inputs that arrive while a commit runs form the next batch,
+//! so the fsync rate bounds batches, not decisions. Answers other shards produced for this
+//! shard's requests are already durable there and are passed on at once.
+//!
+//! (A pipelined commit was tried and measured: the shard writing each batch and handing its
+//! fdatasync to syncer threads, up to 3 in flight, answers released in journal order. On the
+//! 2-core development machine it was not faster on average than committing on the shard
+//! thread: better when the disk was slow, worse when it was fast, as the two thread hand-offs
+//! per batch cost more than the overlap saved. The shard commits itself.)
 //!
 //! A failed write or fsync is fail-stop: the shard's memory is now ahead of its disk. The
 //! batch's replies become 96 (same MTI), its messages to other shards are dropped, every other
-//! request the shard was deciding is answered 96, the error is logged and counted
-//! (`switch_journal_errors_total`), and a flag shared by all shards is raised: from then on
-//! every shard answers each new request 96 without deciding it (nothing applied), the failed
-//! shard ignores peer messages, and no snapshot is taken at shutdown (the next start recovers
-//! from the disk). [`ShardSet::failed`] exposes the flag. A decision that another shard had
+//! request the shard was deciding is answered 96, the error is logged and counted (`switch_journal_errors_total`),
+//! and a flag shared by all shards is raised: from then on every shard answers each new request
+//! 96 without deciding it (nothing applied), the failed shard ignores peer messages, and no
+//! snapshot is taken at shutdown (the next start recovers from the disk). The failed shard also
+//! tells every other shard, which answers 96 to every request it is still deciding (one may be
+//! waiting on a message from the failed shard that will never come: a connection must never
+//! wait forever). [`ShardSet::failed`] exposes the flag. A decision that another shard had
 //! already made durable (a debit on the account's shard) stays: after a restart the
 //! re-delivered message completes it, and a retransmission then gets that answer; the 96 the
 //! terminal saw meant "unknown outcome".
 //!
-//! # Snapshots
+//! # Snapshots, built off the shard thread
 //!
 //! Every `SWITCH_SNAPSHOT_EVERY_RECORDS` records (default [`crate::store::SNAPSHOT_EVERY_RECORDS`])
-//! a shard writes a pending snapshot between two batches and starts a new journal segment. After
-//! each commit a shard publishes its `received_seq` of every other shard (a shared matrix of
-//! atomics); the pending snapshot goes into force, and the journal before it is removed, once
-//! every receiver's published value reaches what this shard had sent it at the snapshot. On a
-//! clean shutdown with nothing in flight between shards, every shard writes a final snapshot.
+//! a shard, right after committing a batch, starts journal segment `g` (a file create and,
+//! under fsync, two fsyncs: a few milliseconds): that is all the shard thread does. A snapshot
+//! builder thread (`snapshot-<i>`, one at a time
+//! per shard) then makes snapshot `g` from the files alone, as recovery would
+//! ([`crate::store::rebuild`]): the newest snapshot in force, replay of the closed segments up to
+//! `g`; it checks that the rebuilt state sent every shard as many messages as the running
+//! shard had at the cut, and writes it crash-safely as `snapshot-<g>.pending` (temporary file,
+//! fsync, rename, fsync of the directory). The shard keeps answering meanwhile: the cost is
+//! CPU on another thread (the replay rests as long as it works: at most half a core) and,
+//! briefly, a second copy of the shard's state in memory.
+//!
+//! After each commit a shard publishes its `received_seq` of every other shard as of that
+//! batch (a shared matrix of atomics). The builder puts the pending snapshot in force (rename,
+//! then the older snapshot and segments are removed) only once every receiver's published
+//! value reaches what this shard had sent it at the cut: a crash before then recovers from the
+//! older snapshot and every segment since, so no message sent before the cut can be lost with
+//! the journal that would re-deliver it. At a stop the builder is cancelled; on a clean
+//! shutdown with nothing in flight between shards, every shard writes a final snapshot.
 //!
 //! # Tokens
 //!
@@ -58,7 +79,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam::channel::{
     self, Receiver, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError,
 };
-use routing::{Input, Mti, Now, Output, PeerMsg, Request, Response, ResponseCode, Shard};
+use routing::{
+    EngineConfig, Input, Mti, Now, Output, PeerMsg, Request, Response, ResponseCode, Shard,
+};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::journal::Journal;
@@ -167,6 +190,17 @@ impl ShardThreads {
         }
         snapshot_all(&mut finished);
     }
+
+    /// Stops the shard threads like [`ShardThreads::join`] but without the shutdown snapshot
+    /// (as a crash would leave the files), returning their state.
+    #[cfg(test)]
+    fn stop_for_tests(self) -> Vec<Finished> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handles
+            .into_iter()
+            .map(|h| h.join().expect("a shard thread"))
+            .collect()
+    }
 }
 
 /// Writes every shard's snapshot as a new generation, then removes the older files. Only when
@@ -233,6 +267,7 @@ pub fn start(
         boot,
         redeliver,
         snapshot_every,
+        engine,
     } = loaded;
     let n = shards.len();
     if n > MAX_SHARDS || journals.len() != n {
@@ -269,26 +304,22 @@ pub fn start(
     for (((shard, journal), jobs), peers) in
         shards.into_iter().zip(journals).zip(job_rxs).zip(peer_rxs)
     {
-        let worker = Worker {
-            id: shard.id(),
-            token_base: boot_bits | (shard.id() as u64) << TOKEN_SHARD_SHIFT,
+        let worker = Worker::new(
             shard,
             journal,
+            boot_bits,
             jobs,
             peers,
-            peer_txs: peer_txs.clone(),
-            replies: Vec::new(),
-            free: Vec::new(),
-            out: Vec::with_capacity(256),
-            metrics: metrics.clone(),
-            stop: stop.clone(),
-            failed: failed.clone(),
-            broken: false,
-            durable: durable.clone(),
-            snapshot_every,
-            since_snapshot: 0,
-            pending_snapshot: None,
-        };
+            Shared {
+                peer_txs: peer_txs.clone(),
+                metrics: metrics.clone(),
+                stop: stop.clone(),
+                failed: failed.clone(),
+                durable: durable.clone(),
+                engine: engine.clone(),
+                snapshot_every,
+            },
+        )?;
         let handle = std::thread::Builder::new()
             .name(format!("shard-{}", worker.id))
             .spawn(move || worker.run())?;
@@ -314,6 +345,8 @@ enum Inbound {
     Peer(PeerMsg),
     /// An answer for a request submitted to the receiving shard.
     Reply { token: u64, response: Response },
+    /// The sender's journal failed: requests waiting here may wait on it forever.
+    Failed,
 }
 
 /// How often a shard drops records older than the idempotency window.
@@ -326,43 +359,64 @@ struct Pending {
     response_mti: Mti,
 }
 
+/// What every shard thread shares.
+struct Shared {
+    peer_txs: Arc<[Sender<Inbound>]>,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+    /// Raised by any shard whose journal failed: every shard answers new requests 96.
+    failed: Arc<AtomicBool>,
+    /// Every shard's durably journaled `received_seq` of every other (module docs).
+    durable: Arc<[AtomicU64]>,
+    /// The engine settings, for rebuilding a shard's state from its files.
+    engine: EngineConfig,
+    /// Records between periodic snapshots (0: none).
+    snapshot_every: u64,
+}
+
+/// A batch committed to the journal: its outputs, released now.
+struct InFlight {
+    out: Vec<Output>,
+    /// This shard's `received_seq` of every shard once the batch is applied.
+    received: Vec<u64>,
+    /// A periodic snapshot's cut after this batch: what this shard had sent every shard, and
+    /// the generation of the segment started after it.
+    rotation: Option<(Vec<u64>, u64)>,
+}
+
+/// A periodic snapshot being built off the shard thread.
+struct SnapshotBuild {
+    handle: JoinHandle<()>,
+    cancel: Arc<AtomicBool>,
+}
+
 struct Worker {
     id: usize,
     /// Boot and shard bits of this shard's tokens.
     token_base: u64,
     shard: Shard,
     journal: Journal,
+    /// The shard's directory (snapshots and segments).
+    dir: std::path::PathBuf,
     jobs: Receiver<Job>,
     peers: Receiver<Inbound>,
-    peer_txs: Arc<[Sender<Inbound>]>,
+    shared: Shared,
     /// Reply addresses of the requests this shard is deciding, by local slot.
     replies: Vec<Option<Pending>>,
     free: Vec<u64>,
-    /// Outputs of the current batch, held until it is committed.
+    /// Journal records of the batch being decided.
+    buf: Vec<u8>,
+    /// Outputs of the batch being decided, held until it is committed.
     out: Vec<Output>,
-    metrics: Arc<Metrics>,
-    stop: Arc<AtomicBool>,
-    /// Raised by any shard whose journal failed: every shard answers new requests 96.
-    failed: Arc<AtomicBool>,
+    /// Emptied buffers kept for the next batch.
+    spare_buf: Vec<u8>,
+    spare_out: Vec<Output>,
     /// This shard's own journal failed: it applies nothing more.
     broken: bool,
-    /// Every shard's durably journaled `received_seq` of every other (module docs).
-    durable: Arc<[AtomicU64]>,
-    /// Records between periodic snapshots (0: none).
-    snapshot_every: u64,
+    /// Stopping: no new periodic snapshot.
+    stopping: bool,
     since_snapshot: u64,
-    /// A periodic snapshot not yet in force.
-    pending_snapshot: Option<PendingSnapshot>,
-}
-
-/// A periodic snapshot being written, or written and waiting for the receivers.
-#[derive(Debug)]
-struct PendingSnapshot {
-    /// What this shard had sent each shard when it was taken.
-    sent: Vec<u64>,
-    /// The thread writing the file.
-    writing: Option<JoinHandle<anyhow::Result<()>>>,
-    written: bool,
+    snapshot: Option<SnapshotBuild>,
 }
 
 fn wall_clock() -> Now {
@@ -373,6 +427,38 @@ fn wall_clock() -> Now {
 }
 
 impl Worker {
+    fn new(
+        shard: Shard,
+        journal: Journal,
+        boot_bits: u64,
+        jobs: Receiver<Job>,
+        peers: Receiver<Inbound>,
+        shared: Shared,
+    ) -> std::io::Result<Worker> {
+        let id = shard.id();
+        let dir = journal.dir().to_owned();
+        Ok(Worker {
+            id,
+            token_base: boot_bits | (id as u64) << TOKEN_SHARD_SHIFT,
+            shard,
+            journal,
+            dir,
+            jobs,
+            peers,
+            shared,
+            replies: Vec::new(),
+            free: Vec::new(),
+            buf: Vec::with_capacity(64 * 1024),
+            out: Vec::with_capacity(256),
+            spare_buf: Vec::with_capacity(64 * 1024),
+            spare_out: Vec::with_capacity(256),
+            broken: false,
+            stopping: false,
+            since_snapshot: 0,
+            snapshot: None,
+        })
+    }
+
     fn run(mut self) -> Finished {
         let mut jobs_open = true;
         let mut next_purge = wall_clock().plus_secs(PURGE_EVERY_SECS);
@@ -405,11 +491,13 @@ impl Worker {
                     Err(TryRecvError::Disconnected) => jobs_open = false,
                 }
             }
-            if let Some(g) = self.metrics.shard_queue(self.id) {
+            if let Some(g) = self.shared.metrics.shard_queue(self.id) {
                 g.set(self.jobs.len() as i64);
             }
-            if did + taken > 0 || self.journal.pending() || !self.out.is_empty() {
-                self.commit();
+            // Hand the batch to the journal if it is idle; else the batch grows meanwhile.
+            self.submit();
+            self.reap_snapshot();
+            if did + taken > 0 {
                 continue;
             }
             if !jobs_open {
@@ -419,7 +507,7 @@ impl Worker {
                 // connections; they never finish if a shard failed.)
                 match self.peers.recv_timeout(Duration::from_millis(50)) {
                     Ok(msg) => self.inbound(now, msg),
-                    Err(RecvTimeoutError::Timeout) if self.stop.load(Ordering::SeqCst) => {
+                    Err(RecvTimeoutError::Timeout) if self.shared.stop.load(Ordering::SeqCst) => {
                         let undecided = self.replies.iter().filter(|r| r.is_some()).count();
                         if undecided > 0 {
                             tracing::warn!(
@@ -433,37 +521,45 @@ impl Worker {
                     Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
-                self.commit();
                 continue;
             }
             // Sleep until there is work.
-            let mut sel = Select::new();
-            let peer_idx = sel.recv(&self.peers);
-            let job_idx = if jobs_open {
-                Some(sel.recv(&self.jobs))
-            } else {
-                None
-            };
-            let op = sel.select();
-            let idx = op.index();
-            if idx == peer_idx {
-                if let Ok(msg) = op.recv(&self.peers) {
-                    self.inbound(wall_clock(), msg);
-                }
-            } else if Some(idx) == job_idx {
-                match op.recv(&self.jobs) {
-                    Ok(job) => self.take(wall_clock(), job),
-                    Err(_) => jobs_open = false,
-                }
-            }
-            // Commit at the top of the loop, with whatever else arrived meanwhile.
+            self.wait(&mut jobs_open);
         }
-        self.commit();
-        if let Some(writing) = self.pending_snapshot.take().and_then(|p| p.writing) {
-            // Let the file be complete before a shutdown snapshot supersedes it.
-            let _ = writing.join();
+        self.stopping = true;
+        self.settle();
+        if let Some(build) = self.snapshot.take() {
+            // A shutdown snapshot supersedes it; let its files be complete first.
+            build.cancel.store(true, Ordering::SeqCst);
+            let _ = build.handle.join();
         }
         (self.shard, self.journal)
+    }
+
+    /// Sleeps until a peer sends something or (when `jobs_open`) a job arrives, and handles
+    /// that.
+    fn wait(&mut self, jobs_open: &mut bool) {
+        let mut sel = Select::new();
+        let peer_idx = sel.recv(&self.peers);
+        let job_idx = jobs_open.then(|| sel.recv(&self.jobs));
+        let op = sel.select();
+        let idx = op.index();
+        if idx == peer_idx {
+            if let Ok(msg) = op.recv(&self.peers) {
+                self.inbound(wall_clock(), msg);
+            }
+        } else if Some(idx) == job_idx {
+            match op.recv(&self.jobs) {
+                Ok(job) => self.take(wall_clock(), job),
+                Err(_) => *jobs_open = false,
+            }
+        }
+        // Committed at the top of the loop, with whatever else arrived meanwhile.
+    }
+
+    /// Commits everything decided (at shutdown).
+    fn settle(&mut self) {
+        self.submit();
     }
 
     /// Journals one input (buffered) and applies it; its outputs wait for the commit.
@@ -471,7 +567,7 @@ impl Worker {
         if self.broken {
             return;
         }
-        self.journal.append(&input);
+        crate::journal::encode_record(&mut self.buf, &input);
         self.shard.apply(input, &mut self.out);
         self.since_snapshot += 1;
     }
@@ -481,12 +577,13 @@ impl Worker {
             Inbound::Peer(msg) => self.record(Input::Peer { now, msg }),
             // Durable on the shard that produced it.
             Inbound::Reply { token, response } => self.reply(token, response),
+            Inbound::Failed => self.refuse_undecided(),
         }
     }
 
     fn take(&mut self, now: Now, job: Job) {
         let response_mti = job.request.mti.response();
-        if self.failed.load(Ordering::Relaxed) {
+        if self.shared.failed.load(Ordering::Relaxed) {
             // Fail-stop: nothing is decided (or applied) once a journal has failed.
             let _ = job.reply.tx.send((
                 job.reply.slot,
@@ -515,141 +612,147 @@ impl Worker {
         });
     }
 
-    /// Commits the batch's journal records, then releases its outputs; on a failure, answers
-    /// 96 instead and stops (module docs).
-    fn commit(&mut self) {
-        if self.journal.pending() {
-            let started = Instant::now();
-            let result = self.journal.commit();
-            self.metrics
+    /// Whether the next batch should end the journal segment for a periodic snapshot.
+    fn snapshot_due(&self) -> bool {
+        !self.broken
+            && !self.stopping
+            && self.shared.snapshot_every > 0
+            && self.since_snapshot >= self.shared.snapshot_every
+            && self.snapshot.is_none()
+    }
+
+    /// Commits the batch decided so far (one write and, under `--durability fsync`, one
+    /// fdatasync), then releases its outputs; on a failure, answers 96 instead and stops
+    /// (module docs). At a periodic snapshot's cut, also starts the next journal segment.
+    fn submit(&mut self) {
+        if self.broken {
+            return;
+        }
+        let rotate = self.snapshot_due();
+        if self.buf.is_empty() && !rotate {
+            return;
+        }
+        let n = self.shard.shard_count();
+        let mut bytes = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare_buf));
+        let started = Instant::now();
+        let written = self.journal.write_batch(&bytes);
+        if !bytes.is_empty() {
+            self.shared
+                .metrics
                 .journal_commit_seconds
                 .observe(started.elapsed().as_secs_f64());
-            if let Err(e) = result {
-                self.fail(&e);
-                return;
-            }
-            let n = self.shard.shard_count();
-            for from in 0..n {
-                if let Some(d) = self.durable.get(self.id * n + from) {
-                    d.store(self.shard.received_seq(from), Ordering::Release);
-                }
-            }
         }
-        self.flush();
-        self.periodic_snapshot();
-    }
-
-    /// Periodic snapshots bound recovery time and disk use. Taken between batches; it replaces
-    /// the journal before it only once every receiver has durably journaled what this shard
-    /// had sent it by then (routing's rule): until then it stays `.pending` and recovery uses
-    /// the older snapshot and every segment since.
-    fn periodic_snapshot(&mut self) {
-        if self.broken || self.snapshot_every == 0 {
+        bytes.clear();
+        self.spare_buf = bytes;
+        if let Err(e) = written {
+            self.fail(&e);
             return;
         }
-        if let Some(pending) = &mut self.pending_snapshot {
-            if let Some(writing) = pending.writing.take_if(|h| h.is_finished()) {
-                match writing.join() {
-                    Ok(Ok(())) => pending.written = true,
-                    Ok(Err(e)) => {
-                        // The journal goes on; the older snapshot and segments stay in force.
-                        tracing::warn!(shard = self.id, error = %format!("{e:#}"), "writing a periodic snapshot failed");
-                        self.pending_snapshot = None;
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::warn!(shard = self.id, "the periodic snapshot writer panicked");
-                        self.pending_snapshot = None;
-                        return;
-                    }
-                }
-            }
-            if !pending.written {
-                return;
-            }
-            let n = self.shard.shard_count();
-            let covered = pending.sent.iter().enumerate().all(|(to, &seq)| {
-                self.durable
-                    .get(to * n + self.id)
-                    .is_some_and(|d| d.load(Ordering::Acquire) >= seq)
-            });
-            if covered {
-                match self.journal.confirm_generation() {
-                    Ok(()) => tracing::info!(
-                        shard = self.id,
-                        generation = self.journal.generation(),
-                        "periodic snapshot in force; the journal before it removed"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(shard = self.id, error = %format!("{e:#}"), "confirming a periodic snapshot failed; recovery keeps using the older one")
-                    }
-                }
-                self.pending_snapshot = None;
-            }
-            return;
-        }
-        if self.since_snapshot < self.snapshot_every || self.journal.pending() {
-            return;
-        }
-        self.since_snapshot = 0;
-        let started = Instant::now();
-        let mut bytes = Vec::new();
-        self.shard.snapshot(&mut bytes);
-        let sent = (0..self.shard.shard_count())
-            .map(|to| self.shard.sent_seq(to))
-            .collect();
-        let path = match self.journal.begin_generation() {
-            Ok(path) => path,
-            Err(e) => {
-                // The journal goes on in the old segment; nothing is lost.
-                tracing::warn!(shard = self.id, error = %format!("{e:#}"), "starting a journal segment failed; no periodic snapshot");
-                return;
-            }
+        let mut batch = InFlight {
+            out: std::mem::replace(&mut self.out, std::mem::take(&mut self.spare_out)),
+            received: (0..n).map(|from| self.shard.received_seq(from)).collect(),
+            rotation: None,
         };
-        tracing::info!(
-            shard = self.id,
-            generation = self.journal.generation(),
-            bytes = bytes.len(),
-            elapsed = ?started.elapsed(),
-            "periodic snapshot taken; writing it"
-        );
-        // The file write and fsyncs take the time of the snapshot's size: off the shard thread.
-        let writing = std::thread::Builder::new()
-            .name(format!("snapshot-{}", self.id))
-            .spawn(move || crate::journal::write_atomic(&path, &bytes));
-        match writing {
-            Ok(handle) => {
-                self.pending_snapshot = Some(PendingSnapshot {
-                    sent,
-                    writing: Some(handle),
-                    written: false,
-                })
+        if rotate {
+            self.since_snapshot = 0;
+            let sent = (0..n).map(|to| self.shard.sent_seq(to)).collect();
+            // A file create and, under fsync, two fsyncs (the file and its directory entry).
+            match self.journal.begin_generation() {
+                Ok(_) => batch.rotation = Some((sent, self.journal.generation())),
+                Err(e) => {
+                    // The journal goes on in the old segment; nothing is lost.
+                    tracing::warn!(shard = self.id, error = %format!("{e:#}"), "starting a journal segment failed; no periodic snapshot");
+                }
             }
+        }
+        self.release(batch);
+    }
+
+    /// Releases the outputs of a committed batch.
+    fn release(&mut self, batch: InFlight) {
+        let n = batch.received.len();
+        for (from, &seq) in batch.received.iter().enumerate() {
+            if let Some(d) = self.shared.durable.get(self.id * n + from) {
+                d.store(seq, Ordering::Release);
+            }
+        }
+        let mut out = batch.out;
+        self.flush(&mut out);
+        if out.capacity() > self.spare_out.capacity() {
+            self.spare_out = out;
+        }
+        if let Some((sent, generation)) = batch.rotation {
+            self.start_snapshot(generation, sent);
+        }
+    }
+
+    /// Starts building the periodic snapshot of `generation` off the shard thread.
+    fn start_snapshot(&mut self, generation: u64, sent: Vec<u64>) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let build = SnapshotBuilder {
+            id: self.id,
+            shard_count: self.shard.shard_count(),
+            engine: self.shared.engine.clone(),
+            dir: self.dir.clone(),
+            generation,
+            sent,
+            durable: self.shared.durable.clone(),
+            failed: self.shared.failed.clone(),
+            cancel: cancel.clone(),
+        };
+        match std::thread::Builder::new()
+            .name(format!("snapshot-{}", self.id))
+            .spawn(move || build.run())
+        {
+            Ok(handle) => self.snapshot = Some(SnapshotBuild { handle, cancel }),
             Err(e) => {
-                tracing::warn!(shard = self.id, error = %e, "no thread to write a periodic snapshot")
+                tracing::warn!(shard = self.id, error = %e, "no thread to build a periodic snapshot")
             }
         }
     }
 
+    /// Forgets a periodic snapshot whose builder is done, so the next one may start.
+    fn reap_snapshot(&mut self) {
+        if let Some(build) = self.snapshot.take_if(|b| b.handle.is_finished()) {
+            if build.handle.join().is_err() {
+                tracing::warn!(shard = self.id, "the periodic snapshot builder panicked");
+            }
+        }
+    }
+
+    /// Fail-stop after a journal write or fsync failed (module docs).
     fn fail(&mut self, error: &std::io::Error) {
-        self.metrics.journal_errors.inc();
+        self.shared.metrics.journal_errors.inc();
         tracing::error!(
             shard = self.id,
-            file = %self.journal.path().display(),
+            dir = %self.dir.display(),
             error = %error,
             "journal write failed: answering 96 and deciding nothing more (fail-stop)"
         );
         self.broken = true;
-        self.failed.store(true, Ordering::SeqCst);
+        self.shared.failed.store(true, Ordering::SeqCst);
+        // The failed batch: refused.
         let mut out = std::mem::take(&mut self.out);
+        self.buf.clear();
         for output in out.drain(..) {
             if let Output::Reply { token, response } = output {
                 let refused = Response::plain(response.mti, ResponseCode::SystemMalfunction);
                 self.reply(token, refused);
             }
         }
-        self.out = out;
-        // Requests still being decided here would wait forever: answer them now.
+        self.refuse_undecided();
+        // Requests on other shards may wait on a message from this one: they answer 96 too.
+        for (to, tx) in self.shared.peer_txs.iter().enumerate() {
+            if to != self.id {
+                let _ = tx.send(Inbound::Failed);
+            }
+        }
+    }
+
+    /// Answers 96 to every request still being decided here (a journal failed: it might wait
+    /// forever on the failed shard). 96 means "outcome unknown": a retransmission after the
+    /// restart gets the real answer.
+    fn refuse_undecided(&mut self) {
         for (local, slot) in self.replies.iter_mut().enumerate() {
             if let Some(p) = slot.take() {
                 let _ = p.reply.tx.send((
@@ -673,7 +776,7 @@ impl Worker {
         }
         let home = ((token >> TOKEN_SHARD_SHIFT) as usize) & (MAX_SHARDS - 1);
         if home != self.id {
-            match self.peer_txs.get(home) {
+            match self.shared.peer_txs.get(home) {
                 Some(tx) => {
                     let _ = tx.send(Inbound::Reply { token, response });
                 }
@@ -688,18 +791,18 @@ impl Worker {
                 // The connection may be gone; its answer then has no reader.
                 let _ = p.reply.tx.send((p.reply.slot, response));
             }
-            None if self.broken => {}
+            // Already answered 96 after a journal failure.
+            None if self.broken || self.shared.failed.load(Ordering::Relaxed) => {}
             None => tracing::error!(shard = self.id, token, "engine answered an unknown token"),
         }
     }
 
-    /// Delivers what the engine produced (after the batch is committed).
-    fn flush(&mut self) {
-        let mut out = std::mem::take(&mut self.out);
+    /// Delivers what the engine produced (after its batch is committed), emptying `out`.
+    fn flush(&mut self, out: &mut Vec<Output>) {
         for output in out.drain(..) {
             match output {
                 Output::Reply { token, response } => self.reply(token, response),
-                Output::ToShard { shard, msg } => match self.peer_txs.get(shard) {
+                Output::ToShard { shard, msg } => match self.shared.peer_txs.get(shard) {
                     Some(tx) => {
                         if tx.send(Inbound::Peer(msg)).is_err() {
                             tracing::error!(shard = self.id, to = shard, "peer shard stopped");
@@ -709,7 +812,104 @@ impl Worker {
                 },
             }
         }
-        self.out = out;
+    }
+}
+
+/// Builds a periodic snapshot off the shard thread (module docs): rebuilds the shard's state at
+/// the start of segment `generation` from the previous snapshot and the closed segments,
+/// writes it as `snapshot-<generation>.pending`, waits until every receiver has durably
+/// journaled what the shard had sent by then, and puts it in force.
+struct SnapshotBuilder {
+    id: usize,
+    shard_count: usize,
+    engine: EngineConfig,
+    dir: std::path::PathBuf,
+    generation: u64,
+    /// What the shard had sent every shard at the cut.
+    sent: Vec<u64>,
+    durable: Arc<[AtomicU64]>,
+    failed: Arc<AtomicBool>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl SnapshotBuilder {
+    fn run(self) {
+        let started = Instant::now();
+        match self.build(started) {
+            Ok(true) => tracing::info!(
+                shard = self.id,
+                generation = self.generation,
+                elapsed = ?started.elapsed(),
+                "periodic snapshot in force; the journal before it removed"
+            ),
+            Ok(false) => tracing::info!(
+                shard = self.id,
+                generation = self.generation,
+                "periodic snapshot abandoned (stopping, or a journal failed); recovery uses the older one"
+            ),
+            Err(e) => tracing::warn!(
+                shard = self.id,
+                generation = self.generation,
+                error = %format!("{e:#}"),
+                "periodic snapshot failed; recovery uses the older one and the journal since"
+            ),
+        }
+    }
+
+    /// Ok(true): in force; Ok(false): given up (cancelled or a journal failed).
+    fn build(&self, started: Instant) -> anyhow::Result<bool> {
+        let rebuilt = crate::store::rebuild(
+            &self.dir,
+            self.id,
+            self.shard_count,
+            &self.engine,
+            self.generation,
+            &self.cancel,
+        );
+        let (shard, records) = match rebuilt {
+            Ok(r) => r,
+            Err(_) if self.cancel.load(Ordering::SeqCst) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        for (to, &seq) in self.sent.iter().enumerate() {
+            let rebuilt = shard.sent_seq(to);
+            if rebuilt != seq {
+                anyhow::bail!(
+                    "the rebuilt state differs from the running shard's: {rebuilt} messages to shard {to} instead of {seq}"
+                );
+            }
+        }
+        let mut bytes = Vec::new();
+        shard.snapshot(&mut bytes);
+        drop(shard);
+        let path = crate::journal::pending_snapshot_path(&self.dir, self.generation);
+        crate::journal::write_atomic(&path, &bytes)?;
+        tracing::info!(
+            shard = self.id,
+            generation = self.generation,
+            records,
+            bytes = bytes.len(),
+            elapsed = ?started.elapsed(),
+            "periodic snapshot built off the shard thread and written; waiting for the receivers"
+        );
+        drop(bytes);
+        let n = self.shard_count;
+        loop {
+            if self.cancel.load(Ordering::SeqCst) || self.failed.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            let covered = self.sent.iter().enumerate().all(|(to, &seq)| {
+                self.durable
+                    .get(to * n + self.id)
+                    .is_some_and(|d| d.load(Ordering::Acquire) >= seq)
+            });
+            if covered {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        crate::journal::confirm_snapshot(&self.dir, self.generation)?;
+        Ok(true)
     }
 }
 
@@ -748,6 +948,7 @@ mod tests {
             boot: 1,
             redeliver: Vec::new(),
             snapshot_every: 0,
+            engine: EngineConfig::default(),
         };
         let (set, threads) = start(loaded, 16, metrics.clone()).expect("start");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -820,60 +1021,15 @@ mod tests {
         assert!(!dir.path().join("snapshot-00000000000000000001").exists());
     }
 
-    /// A worker for shard 0 of 2, driven by hand (no thread), on `dir`.
-    fn worker_by_hand(
-        dir: &std::path::Path,
-        durable: Arc<[AtomicU64]>,
-    ) -> (Worker, Receiver<Inbound>) {
+    /// Demo accounts for the tests over 2 shards.
+    fn demo_accounts() -> Vec<routing::data::Account> {
         let (accounts_csv, _) = routing::demo::demo_data(40, 0, 1).expect("demo");
-        let accounts = routing::data::parse_accounts("a.csv", &accounts_csv).expect("parse");
-        let mut shards =
-            routing::build_shards(2, &EngineConfig::default(), accounts, []).expect("shards");
-        let shard = shards.remove(0);
-        let mut bytes = Vec::new();
-        shard.snapshot(&mut bytes);
-        crate::journal::write_atomic(&dir.join("snapshot-00000000000000000000"), &bytes)
-            .expect("snapshot 0");
-        let (peer0_tx, peer0_rx) = channel::unbounded();
-        let (peer1_tx, peer1_rx) = channel::unbounded();
-        let (_job_tx, job_rx) = channel::bounded(1);
-        drop(peer0_tx);
-        let worker = Worker {
-            id: 0,
-            token_base: 1 << TOKEN_BOOT_SHIFT,
-            shard,
-            journal: Journal::open(dir, 0, 0, true).expect("journal"),
-            jobs: job_rx,
-            peers: peer0_rx,
-            peer_txs: vec![channel::unbounded().0, peer1_tx].into(),
-            replies: Vec::new(),
-            free: Vec::new(),
-            out: Vec::new(),
-            metrics: Metrics::new(2),
-            stop: Arc::new(AtomicBool::new(false)),
-            failed: Arc::new(AtomicBool::new(false)),
-            broken: false,
-            durable,
-            snapshot_every: 1,
-            since_snapshot: 0,
-            pending_snapshot: None,
-        };
-        (worker, peer1_rx)
+        routing::data::parse_accounts("a.csv", &accounts_csv).expect("parse")
     }
 
-    #[test]
-    fn a_periodic_snapshot_waits_until_receivers_have_journaled_what_it_sent() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let durable: Arc<[AtomicU64]> = (0..4).map(|_| AtomicU64::new(0)).collect();
-        let (mut w, to_shard_1) = worker_by_hand(dir.path(), durable.clone());
-        // A purchase decided on shard 0 for a card on shard 1: shard 0 sends 1 a message.
-        let (accounts_csv, _) = routing::demo::demo_data(40, 0, 1).expect("demo");
-        let accounts = routing::data::parse_accounts("a.csv", &accounts_csv).expect("parse");
-        let remote = accounts
-            .iter()
-            .find(|a| routing::placement::shard_for_pan(a.pan.as_bytes(), 2) == 1)
-            .expect("a card on shard 1");
-        let request = (1..)
+    /// A purchase homed on shard `home` of 2 for `account`, from STAN `from` on.
+    fn purchase(account: &routing::data::Account, home: usize, from: u32) -> Request {
+        (from..)
             .map(|stan| {
                 let mut r = Request::new(
                     Mti::new(200).expect("mti"),
@@ -881,80 +1037,259 @@ mod tests {
                     1_126_104_500,
                     TerminalId::new(b"TERM0001").expect("tid"),
                 );
-                r.pan = Some(remote.pan);
+                r.pan = Some(account.pan);
                 r.processing_code = routing::ProcessingCode::from_digits(b"000000");
                 r.amount = Some(100);
-                r.currency = Some(remote.currency);
+                r.currency = Some(account.currency);
+                r.expiry = Some(account.expiry);
                 r
             })
-            .find(|r| r.home_shard(2) == 0)
-            .expect("a request homed on shard 0");
-        let now = wall_clock();
+            .find(|r| r.home_shard(2) == home)
+            .expect("a request homed there")
+    }
+
+    fn card_on(accounts: &[routing::data::Account], shard: usize) -> &routing::data::Account {
+        accounts
+            .iter()
+            .find(|a| routing::placement::shard_for_pan(a.pan.as_bytes(), 2) == shard)
+            .expect("a card on that shard")
+    }
+
+    fn names(d: &std::path::Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Waits (at most 20 s) until `done`.
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < Duration::from_secs(20), "{what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Generation 0 of 2 shards of the demo accounts in `state`; their journals.
+    fn two_shards(state: &std::path::Path, fsync: bool) -> (Vec<Shard>, Vec<Journal>) {
+        let shards = routing::build_shards(2, &EngineConfig::default(), demo_accounts(), [])
+            .expect("shards");
+        let snapshots: Vec<Vec<u8>> = shards
+            .iter()
+            .map(|s| {
+                let mut b = Vec::new();
+                s.snapshot(&mut b);
+                b
+            })
+            .collect();
+        crate::journal::init_state(state, &snapshots).expect("state");
+        let journals = (0..2)
+            .map(|i| {
+                Journal::open(&crate::journal::shard_dir(state, i), 0, 0, fsync).expect("journal")
+            })
+            .collect();
+        (shards, journals)
+    }
+
+    /// Shard 0 of 2 driven by hand (no thread), journal without fsync (written inline).
+    fn worker_by_hand(
+        state: &std::path::Path,
+        durable: Arc<[AtomicU64]>,
+    ) -> (Worker, Receiver<Inbound>) {
+        let (mut shards, mut journals) = two_shards(state, false);
+        let (peer0_tx, peer0_rx) = channel::unbounded();
+        let (peer1_tx, peer1_rx) = channel::unbounded();
+        let (_job_tx, job_rx) = channel::bounded(1);
+        drop(peer0_tx);
+        let worker = Worker::new(
+            shards.remove(0),
+            journals.remove(0),
+            1 << TOKEN_BOOT_SHIFT,
+            job_rx,
+            peer0_rx,
+            Shared {
+                peer_txs: vec![channel::unbounded().0, peer1_tx].into(),
+                metrics: Metrics::new(2),
+                stop: Arc::new(AtomicBool::new(false)),
+                failed: Arc::new(AtomicBool::new(false)),
+                durable,
+                engine: EngineConfig::default(),
+                snapshot_every: 1,
+            },
+        )
+        .expect("worker");
+        (worker, peer1_rx)
+    }
+
+    #[test]
+    fn a_periodic_snapshot_is_built_off_the_shard_and_waits_for_the_receivers() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let state = dir.path().join("state");
+        let durable: Arc<[AtomicU64]> = (0..4).map(|_| AtomicU64::new(0)).collect();
+        let (mut w, to_shard_1) = worker_by_hand(&state, durable.clone());
+        let sdir = crate::journal::shard_dir(&state, 0);
+        // A purchase decided on shard 0 for a card on shard 1: shard 0 sends 1 a message.
+        let accounts = demo_accounts();
+        let request = purchase(card_on(&accounts, 1), 0, 1);
         w.record(Input::Request {
-            now,
+            now: wall_clock(),
             token: w.token_base,
             request: Box::new(request),
         });
-        w.commit();
+        w.submit();
+        assert!(w.out.is_empty(), "released at the commit");
         assert!(w.shard.sent_seq(1) > 0, "a message went to shard 1");
         assert!(to_shard_1.try_recv().is_ok(), "released after the commit");
-        let files = |d: &std::path::Path| {
-            let mut v: Vec<String> = std::fs::read_dir(d)
-                .expect("list")
-                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-                .collect();
-            v.sort();
-            v
-        };
-        // Written off the shard thread: wait for the writer.
-        let started = Instant::now();
-        while !w
-            .pending_snapshot
-            .as_ref()
-            .and_then(|p| p.writing.as_ref())
-            .is_some_and(JoinHandle::is_finished)
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "snapshot written"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        // Snapshot written as pending; the old generation stays in force.
-        assert_eq!(
-            files(dir.path()),
-            [
-                "journal-00000000000000000000.log",
-                "journal-00000000000000000001.log",
-                "snapshot-00000000000000000000",
-                "snapshot-00000000000000000001.pending",
-            ]
-        );
-        let listed = crate::journal::shard_files(dir.path());
-        // (shard_files removes the stale pending file, as a recovery would.)
-        let listed = listed.expect("files");
-        assert_eq!((listed.generation, listed.segments.len()), (0, 2));
-        // Rewrite it and check the rule: nothing confirmed while shard 1 lags.
+        assert!(w.snapshot.is_some(), "a snapshot is being built");
+        // The shard thread only started segment 1; a builder thread writes the snapshot.
+        let pending = sdir.join("snapshot-00000000000000000001.pending");
+        eventually("snapshot written", || {
+            names(&sdir)
+                == [
+                    "journal-00000000000000000000.log",
+                    "journal-00000000000000000001.log",
+                    "snapshot-00000000000000000000",
+                    "snapshot-00000000000000000001.pending",
+                ]
+        });
+        // Built from the files alone, it is exactly the running shard's state.
         let mut bytes = Vec::new();
         w.shard.snapshot(&mut bytes);
-        crate::journal::write_atomic(
-            &dir.path().join("snapshot-00000000000000000001.pending"),
-            &bytes,
-        )
-        .expect("pending again");
-        w.commit();
-        assert!(w.pending_snapshot.is_some(), "waits for shard 1");
-        assert!(dir.path().join("snapshot-00000000000000000000").exists());
+        assert!(std::fs::read(&pending).expect("pending") == bytes, "exact");
+        // Not in force while shard 1 has not journaled what shard 0 had sent it.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(pending.exists());
+        assert!(!w.snapshot.as_ref().is_some_and(|b| b.handle.is_finished()));
         // Shard 1 has durably journaled everything shard 0 sent it: the snapshot takes over.
         durable[2].store(w.shard.sent_seq(1), Ordering::SeqCst);
-        w.commit();
-        assert!(w.pending_snapshot.is_none());
+        eventually("confirmed", || {
+            names(&sdir)
+                == [
+                    "journal-00000000000000000001.log",
+                    "snapshot-00000000000000000001",
+                ]
+        });
+        eventually("builder done", || {
+            w.reap_snapshot();
+            w.snapshot.is_none()
+        });
+    }
+
+    #[test]
+    fn snapshots_in_the_background_while_answering_and_recovery_is_exact() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let state = dir.path().join("state");
+        let (shards, journals) = two_shards(&state, true);
+        let loaded = Loaded {
+            shards,
+            journals,
+            boot: 1,
+            redeliver: Vec::new(),
+            snapshot_every: 40,
+            engine: EngineConfig::default(),
+        };
+        let (set, threads) = start(loaded, 64, Metrics::new(2)).expect("start");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let accounts = demo_accounts();
+        let mut stan = 1;
+        let mut answered = 0;
+        for round in 0..30 {
+            // 16 in flight: purchases homed on both shards for cards on both.
+            for k in 0..16 {
+                let account = &accounts[(round * 16 + k) % accounts.len()];
+                let request = purchase(account, k % 2, stan);
+                stan = request.stan + 1;
+                let job = Job {
+                    request,
+                    reply: ReplyTo {
+                        tx: tx.clone(),
+                        slot: 0,
+                    },
+                };
+                assert!(set.submit(job).is_ok(), "queued");
+            }
+            for _ in 0..16 {
+                let (_, r) = rx.blocking_recv().expect("an answer");
+                assert_ne!(r.code, ResponseCode::SystemMalfunction);
+                answered += 1;
+            }
+        }
+        assert_eq!(answered, 480);
+        // Every shard put at least one periodic snapshot in force and removed segment 0.
+        for i in 0..2 {
+            let sdir = crate::journal::shard_dir(&state, i);
+            eventually("a periodic snapshot in force", || {
+                let files = names(&sdir);
+                !files
+                    .iter()
+                    .any(|f| f == "journal-00000000000000000000.log")
+                    && files
+                        .iter()
+                        .any(|f| f.starts_with("snapshot-") && !f.ends_with(".pending"))
+            });
+        }
+        drop(set);
+        // Stop without the shutdown snapshot: a restart recovers from the periodic ones.
+        let finished = threads.stop_for_tests();
+        let (loaded, replayed) =
+            crate::store::recover(&state, 2, &EngineConfig::default(), true).expect("recovers");
+        assert!(replayed > 0, "the journal since the snapshots is replayed");
+        for ((shard, _), recovered) in finished.iter().zip(&loaded.shards) {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            shard.snapshot(&mut a);
+            recovered.snapshot(&mut b);
+            assert!(a == b, "shard {}: recovery is exact", shard.id());
+        }
+    }
+
+    #[test]
+    fn a_request_waiting_on_a_failed_shard_is_answered_96() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let state = dir.path().join("state");
+        let (shards, mut journals) = two_shards(&state, true);
+        // Shard 1's disk fails; shard 0's works.
+        journals[1] = Journal::failing_for_tests(&crate::journal::shard_dir(&state, 1));
+        let metrics = Metrics::new(2);
+        let loaded = Loaded {
+            shards,
+            journals,
+            boot: 1,
+            redeliver: Vec::new(),
+            snapshot_every: 0,
+            engine: EngineConfig::default(),
+        };
+        let (set, threads) = start(loaded, 16, metrics.clone()).expect("start");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        // Decided on shard 0, which asks shard 1 (the card's): shard 1 fails journaling it.
+        let accounts = demo_accounts();
+        let job = Job {
+            request: purchase(card_on(&accounts, 1), 0, 1),
+            reply: ReplyTo { tx, slot: 7 },
+        };
+        assert!(set.submit(job).is_ok(), "queued");
+        let started = Instant::now();
+        let (slot, r) = loop {
+            match rx.try_recv() {
+                Ok(answer) => break answer,
+                Err(_) => {
+                    assert!(
+                        started.elapsed() < Duration::from_secs(10),
+                        "the request got no answer"
+                    );
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        };
+        assert_eq!(slot, 7);
         assert_eq!(
-            files(dir.path()),
-            [
-                "journal-00000000000000000001.log",
-                "snapshot-00000000000000000001",
-            ]
+            (r.mti.value(), r.code),
+            (210, ResponseCode::SystemMalfunction)
         );
+        assert_eq!(metrics.journal_errors.get(), 1);
+        drop(set);
+        threads.join();
     }
 }

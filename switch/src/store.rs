@@ -9,7 +9,12 @@
 //! [`Shard::apply`]; replies are dropped (their connections are gone), messages to other shards
 //! are kept, and once every shard is replayed those a receiver never applied (sequence number
 //! above its `received_seq` of the sender) are handed to the shard threads for delivery before
-//! any connection is accepted.
+//! any connection is accepted. Segments are read streaming through one buffer
+//! ([`journal::read_segment`]), shards in parallel, one thread each.
+//!
+//! Periodic snapshots reuse the replay ([`rebuild`]): a shard's state at the start of a journal
+//! segment is its newest snapshot plus the closed segments before it, so a builder thread can
+//! make the next snapshot from the files alone while the shard runs (`crate::shards`).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -88,15 +93,17 @@ pub struct Loaded {
     pub redeliver: Vec<(usize, PeerMsg)>,
     /// Journal records a shard takes between two periodic snapshots (0: only at shutdown).
     pub snapshot_every: u64,
+    /// The engine settings the shards run under (a periodic snapshot replays with them).
+    pub engine: EngineConfig,
 }
 
 /// Default of [`Loaded::snapshot_every`]; the environment variable
-/// `SWITCH_SNAPSHOT_EVERY_RECORDS` overrides it (0 turns periodic snapshots off). At the
-/// measured replay speed (about 450,000 records a second per shard, shards in parallel) it
-/// bounds recovery to roughly 10 s. Taking a snapshot stalls its shard while the state is
-/// serialized (about 0.8 s for a 47 MB state on the development machine; the file is written
-/// off the shard thread), hence not more often.
-pub const SNAPSHOT_EVERY_RECORDS: u64 = 4_000_000;
+/// `SWITCH_SNAPSHOT_EVERY_RECORDS` overrides it (0 turns periodic snapshots off). A snapshot is
+/// built off the shard thread (`crate::shards`) by replaying the segment it closes, so the
+/// shard never stalls for it; a recovery replays at most the segment being built and the one
+/// after it, about twice this many records per shard (shards in parallel, roughly 500,000
+/// records a second each on the development machine): a few seconds.
+pub const SNAPSHOT_EVERY_RECORDS: u64 = 2_000_000;
 
 fn snapshot_every() -> u64 {
     std::env::var("SWITCH_SNAPSHOT_EVERY_RECORDS")
@@ -170,6 +177,7 @@ pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Loaded> {
                     .context("re-reading a snapshot under the new engine settings")?;
             }
             settings.write(&state)?;
+            loaded.engine = engine.clone();
             tracing::info!("engine settings (BIN rules, idempotency window) changed: in effect");
         } else {
             tracing::warn!(
@@ -201,10 +209,18 @@ pub fn recover(
     let boot = journal::next_boot(state)?;
     let started = Instant::now();
     // Shards replay independently (their messages to each other are only collected): one
-    // thread each.
+    // thread each. [receiver * n + sender]: the receiver's received_seq of the sender so far in
+    // its replay (a lower bound of its final one: messages at or below it need no re-delivery,
+    // so senders drop them as they go instead of keeping a window of them).
+    let progress: Vec<std::sync::atomic::AtomicU64> = (0..shard_count * shard_count)
+        .map(|_| std::sync::atomic::AtomicU64::new(0))
+        .collect();
     let replayed: Vec<anyhow::Result<Replayed>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..shard_count)
-            .map(|i| scope.spawn(move || replay_shard(state, i, shard_count, engine, fsync)))
+            .map(|i| {
+                let progress = &progress;
+                scope.spawn(move || replay_shard(state, i, shard_count, engine, fsync, progress))
+            })
             .collect();
         handles
             .into_iter()
@@ -266,6 +282,7 @@ pub fn recover(
             boot,
             redeliver,
             snapshot_every: snapshot_every(),
+            engine: engine.clone(),
         },
         records,
     ))
@@ -287,6 +304,7 @@ fn replay_shard(
     shard_count: usize,
     engine: &EngineConfig,
     fsync: bool,
+    progress: &[std::sync::atomic::AtomicU64],
 ) -> anyhow::Result<Replayed> {
     let files = journal::shard_files(&journal::shard_dir(state, i))?;
     let bytes = std::fs::read(&files.snapshot)
@@ -316,9 +334,13 @@ fn replay_shard(
                     }
                 }
             }
+            if records.is_multiple_of(1024) {
+                publish_and_prune(&shard, i, progress, &mut sent);
+            }
             Ok(())
         })?;
     }
+    publish_and_prune(&shard, i, progress, &mut sent);
     let journal = Journal::open(&files.dir, generation, len, fsync)?;
     Ok(Replayed {
         shard,
@@ -326,6 +348,86 @@ fn replay_shard(
         sent,
         records,
     })
+}
+
+/// During a replay: publishes shard `i`'s `received_seq` of every shard, and drops from `sent`
+/// the messages their receiver has already taken in its own replay (see [`recover`]).
+fn publish_and_prune(
+    shard: &Shard,
+    i: usize,
+    progress: &[std::sync::atomic::AtomicU64],
+    sent: &mut [VecDeque<PeerMsg>],
+) {
+    use std::sync::atomic::Ordering;
+    let n = sent.len();
+    for from in 0..n {
+        if let Some(p) = progress.get(i * n + from) {
+            p.store(shard.received_seq(from), Ordering::Release);
+        }
+    }
+    for (to, q) in sent.iter_mut().enumerate() {
+        let taken = progress
+            .get(to * n + i)
+            .map_or(0, |p| p.load(Ordering::Acquire));
+        while q.front().is_some_and(|m| m.seq() <= taken) {
+            q.pop_front();
+        }
+    }
+}
+
+/// How long [`rebuild`] replays before resting as long (it runs beside the shard threads).
+const REBUILD_SLICE: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// Shard `i`'s state at the start of journal segment `generation`, rebuilt from files alone:
+/// the newest snapshot before it and the closed segments since, replayed as recovery does
+/// ([`Shard::apply`], outputs dropped). A periodic snapshot is built this way off the shard
+/// thread (`crate::shards`), using at most half a core (it rests as long as it works). Gives
+/// up with an error once `cancel` is raised.
+pub fn rebuild(
+    dir: &Path,
+    i: usize,
+    shard_count: usize,
+    engine: &EngineConfig,
+    generation: u64,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<(Shard, u64)> {
+    use std::sync::atomic::Ordering;
+    let files = journal::snapshot_sources(dir, generation)?;
+    let bytes = std::fs::read(&files.snapshot)
+        .with_context(|| format!("reading {}", files.snapshot.display()))?;
+    let mut shard = Shard::restore(i, shard_count, engine.clone(), &bytes)
+        .with_context(|| format!("restoring {}", files.snapshot.display()))?;
+    drop(bytes);
+    if files.segments.last().map(|&(g, _)| g + 1) != Some(generation) {
+        anyhow::bail!(
+            "{}: no journal segment {} to build snapshot {generation} from",
+            dir.display(),
+            generation.saturating_sub(1)
+        );
+    }
+    let mut out = Vec::new();
+    let mut records = 0u64;
+    let mut working = std::time::Instant::now();
+    for (_, path) in &files.segments {
+        journal::read_segment(path, false, |input| {
+            shard.apply(input, &mut out);
+            out.clear();
+            records += 1;
+            if records.is_multiple_of(4096) {
+                if cancel.load(Ordering::Relaxed) {
+                    anyhow::bail!("cancelled");
+                }
+                // Half the time at most: the shard threads need the cores more.
+                let worked = working.elapsed();
+                if worked >= REBUILD_SLICE {
+                    std::thread::sleep(worked);
+                    working = std::time::Instant::now();
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok((shard, records))
 }
 
 /// Loads the CSVs of the data directory into `shard_count` shards (a first start).

@@ -1,5 +1,13 @@
 //! Test support: start a real switch in-process on 127.0.0.1:0 with given data files, and a
 //! client that speaks real ISO 8583 bytes to it over TCP.
+//!
+//! [`replicas`]: real `switch`, `loadgen` and HAProxy child processes (killed on drop);
+//! [`pg`]: the PostgreSQL server of the scale-out tests and a fresh database per test run.
+
+pub mod pg;
+pub mod replicas;
+
+pub use pg::{fresh_database, pg_test_url};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,8 +1,11 @@
 //! `deploy/` checked against the switch it deploys: HAProxy's and Prometheus' own validators
 //! (each test skips with a message when its tool is missing), every metric the dashboard and the
 //! alert rules query exists in a running switch's /metrics, the Compose and Kubernetes YAML parse
-//! and agree with each other and with the switch's configuration, and PROXY protocol v2 on the
-//! ISO listener over loopback. The rolling restart behind HAProxy is `rolling_restart.rs`.
+//! and agree with each other and with the switch's configuration (the PostgreSQL store's wiring
+//! included), Compose's one-shot import script run for real against a local PostgreSQL (skips
+//! without one), and PROXY protocol v2 on the ISO listener over loopback. The rolling restart
+//! and the replica crash behind HAProxy are `rolling_restart.rs`. No Docker engine or Kubernetes
+//! runs here: the YAML is parsed and cross-checked, never deployed.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -447,6 +450,9 @@ async fn dashboard_and_alerts_query_only_metrics_a_running_switch_exposes() {
         "switch_requests_in_flight",
         "switch_shard_queue_depth",
         "switch_format_errors_total",
+        "switch_store_batch_duration_seconds_bucket",
+        "switch_store_retries_total",
+        "switch_store_errors_total",
     ] {
         assert!(used.contains(needed), "nothing charts {needed}");
     }
@@ -540,6 +546,9 @@ fn compose_parses_and_agrees_with_haproxy_prometheus_and_the_image() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
+    let postgres = &compose["services"]["postgres"];
+    let import = &compose["services"]["import"];
+    check_postgres_and_import(&compose, postgres, import);
     for n in 1..=3 {
         let name = format!("switch-{n}");
         let s = &compose["services"][name.as_str()];
@@ -558,6 +567,27 @@ fn compose_parses_and_agrees_with_haproxy_prometheus_and_the_image() {
         assert!(
             text(&s["environment"]["SWITCH_STORE"], "store").starts_with("postgres://"),
             "{name}: the PostgreSQL store (issue 6)"
+        );
+        assert_eq!(
+            s["environment"]["SWITCH_STORE"], import["environment"]["SWITCH_STORE"],
+            "{name} and the import must use one store"
+        );
+        assert_eq!(
+            s["environment"]["PGPASSWORD"], postgres["environment"]["POSTGRES_PASSWORD"],
+            "{name}: PGPASSWORD is PostgreSQL's password"
+        );
+        assert_eq!(
+            text(
+                &s["depends_on"]["postgres"]["condition"],
+                "depends_on postgres"
+            ),
+            "service_healthy",
+            "{name} starts once PostgreSQL is ready"
+        );
+        assert_eq!(
+            text(&s["depends_on"]["import"]["condition"], "depends_on import"),
+            "service_completed_successfully",
+            "{name} starts once the schema and the cards are there"
         );
         assert!(
             seconds(&s["stop_grace_period"], "stop_grace_period") > defaults.grace_period_secs,
@@ -605,6 +635,10 @@ fn compose_parses_and_agrees_with_haproxy_prometheus_and_the_image() {
         );
     }
     assert!(embedded["services"]["postgres"]["profiles"].is_sequence());
+    assert!(
+        embedded["services"]["import"]["profiles"].is_sequence(),
+        "compose.embedded.yaml must leave the import out too"
+    );
     // Grafana's provisioning points at the data source uid the dashboard uses.
     let datasources = yaml(&deploy("grafana/provisioning/datasources/prometheus.yml"));
     assert_eq!(
@@ -620,6 +654,173 @@ fn compose_parses_and_agrees_with_haproxy_prometheus_and_the_image() {
         .iter()
         .filter_map(Value::as_str)
         .any(|m| m.starts_with("./grafana/dashboards:") && m.contains(dash_path)));
+}
+
+/// The PostgreSQL service and the one-shot import before the replicas (compose.yaml).
+fn check_postgres_and_import(compose: &Value, postgres: &Value, import: &Value) {
+    assert!(
+        text(&postgres["image"], "postgres image").starts_with("postgres:15"),
+        "PostgreSQL 15 (the version the store is written for)"
+    );
+    let check = serde_norway::to_string(&postgres["healthcheck"]["test"]).expect("yaml");
+    assert!(
+        check.contains("pg_isready"),
+        "postgres needs a healthcheck: {check}"
+    );
+    let data_volume = postgres["volumes"]
+        .as_sequence()
+        .expect("postgres volumes")
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|v| v.strip_suffix(":/var/lib/postgresql/data"))
+        .expect("a volume for /var/lib/postgresql/data");
+    assert!(
+        compose["volumes"][data_volume].is_null()
+            && compose["volumes"]
+                .as_mapping()
+                .is_some_and(|m| m.contains_key(data_volume)),
+        "{data_volume} is a named volume"
+    );
+    // The store URL names the postgres service, its user and its database.
+    let url = text(&import["environment"]["SWITCH_STORE"], "import store");
+    let user = text(&postgres["environment"]["POSTGRES_USER"], "POSTGRES_USER");
+    let db = text(&postgres["environment"]["POSTGRES_DB"], "POSTGRES_DB");
+    assert!(
+        url.starts_with(&format!("postgres://{user}@postgres:5432/{db}")),
+        "{url} is not {user}@postgres:5432/{db}"
+    );
+    assert_eq!(
+        import["environment"]["PGPASSWORD"],
+        postgres["environment"]["POSTGRES_PASSWORD"]
+    );
+    assert_eq!(
+        text(
+            &import["depends_on"]["postgres"]["condition"],
+            "import depends_on"
+        ),
+        "service_healthy"
+    );
+    assert_eq!(import["restart"].as_str(), Some("no"), "a one-shot");
+    // Its image: the Dockerfile's `tools` stage, which carries the import script.
+    assert_eq!(
+        text(&import["build"]["dockerfile"], "dockerfile"),
+        "deploy/Dockerfile"
+    );
+    let target = text(&import["build"]["target"], "import build target");
+    let dockerfile = read(&deploy("Dockerfile"));
+    assert!(
+        dockerfile
+            .lines()
+            .any(|l| l.starts_with("FROM ") && l.ends_with(&format!(" AS {target}"))),
+        "deploy/Dockerfile has no stage {target}"
+    );
+    assert!(dockerfile.contains("COPY --chmod=0755 deploy/postgres/import-demo.sh "));
+    let last_from = dockerfile
+        .lines()
+        .rfind(|l| l.starts_with("FROM "))
+        .expect("FROM");
+    assert!(
+        last_from.contains("distroless"),
+        "the default target (last stage) stays the replicas' distroless image"
+    );
+    // The script is valid sh, and asks about the table the migrations create.
+    let script = deploy("postgres/import-demo.sh");
+    let syntax = Command::new("sh")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .expect("sh -n");
+    assert!(
+        syntax.status.success(),
+        "{}",
+        String::from_utf8_lossy(&syntax.stderr)
+    );
+    assert!(read(&script).contains("FROM accounts"));
+    assert!(
+        migrations_sql().contains("CREATE TABLE accounts"),
+        "import-demo.sh checks the `accounts` table, which the migrations no longer create"
+    );
+}
+
+/// Every `.sql` file under switch/migrations, concatenated.
+fn migrations_sql() -> String {
+    let mut all = String::new();
+    let dir = repo().join("switch/migrations");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return all;
+    };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for p in paths {
+        if p.extension().and_then(|e| e.to_str()) == Some("sql") {
+            all.push_str(&read(&p));
+        }
+    }
+    all
+}
+
+/// compose.yaml's `import` one-shot for real: deploy/postgres/import-demo.sh with the `switch`
+/// binary on PATH against a fresh PostgreSQL database, twice. The first run migrates and loads
+/// a demo set, the second finds the accounts and loads nothing, and both exit 0 (a bare second
+/// `switch import` would fail, and with it the replicas' `depends_on`). Skips without
+/// PostgreSQL or psql.
+#[test]
+fn import_one_shot_loads_once_and_is_a_no_op_the_second_time() {
+    let Some(url) = tests::pg_test_url() else {
+        eprintln!(
+            "SKIPPED import one-shot: no PostgreSQL at {} (SWITCH_TEST_PG_URL; .ci/run starts one)",
+            tests::pg::redact(&tests::pg::pg_url_setting())
+        );
+        return;
+    };
+    let Some(psql) = which("psql") else {
+        eprintln!(
+            "SKIPPED import one-shot: psql not installed (apt-get install postgresql-client)"
+        );
+        return;
+    };
+    let db = tests::pg::TestDatabase::create(&url);
+    let bins = tests::replicas::binaries();
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let path = std::env::join_paths(
+        [&bins.switch, &psql]
+            .iter()
+            .map(|p| p.parent().expect("bin dir").to_owned())
+            .chain(std::env::split_paths(
+                &std::env::var_os("PATH").unwrap_or_default(),
+            )),
+    )
+    .expect("PATH");
+    let run = || {
+        let out = Command::new("sh")
+            .arg(deploy("postgres/import-demo.sh"))
+            .env("PATH", &path)
+            .env("SWITCH_STORE", &db.url)
+            .env("TMPDIR", tmp.path())
+            .env("IMPORT_DATA_DIR", tmp.path().join("none"))
+            .env("DEMO_ACCOUNTS", "300")
+            .env("DEMO_ORDERS", "40")
+            .env_remove("SWITCH_DATA_DIR")
+            .output()
+            .expect("run import-demo.sh");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "import-demo.sh failed:\n{text}");
+        text
+    };
+    let first = run();
+    assert!(first.contains("import: loaded"), "{first}");
+    let count = Command::new(&psql)
+        .args([db.url.as_str(), "-X", "-t", "-A", "-c"])
+        .arg("SELECT count(*) FROM accounts")
+        .output()
+        .expect("psql");
+    assert_eq!(String::from_utf8_lossy(&count.stdout).trim(), "300");
+    let second = run();
+    assert!(second.contains("nothing imported"), "{second}");
 }
 
 fn labels_match(selector: &Value, labels: &Value) -> bool {
@@ -649,6 +850,7 @@ fn kubernetes_manifests_parse_and_agree() {
         "HorizontalPodAutoscaler",
         "ConfigMap",
         "Secret",
+        "Job",
     ] {
         assert!(kinds.contains_key(kind), "no {kind} in deploy/k8s");
     }
@@ -755,7 +957,33 @@ fn kubernetes_manifests_parse_and_agree() {
     let secret = &kinds["Secret"];
     let key = &store["valueFrom"]["secretKeyRef"];
     assert_eq!(key["name"], secret["metadata"]["name"]);
-    assert!(secret["stringData"][text(&key["key"], "key")].is_string());
+    let url = text(&secret["stringData"][text(&key["key"], "key")], "store URL");
+    assert!(
+        url.starts_with("postgres://"),
+        "the store is a PostgreSQL URL"
+    );
+    // The migrate Job: the same image and the same Secret, `switch migrate --store`.
+    let job = &kinds["Job"];
+    let job_container = &job["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(job_container["image"], container["image"]);
+    let args: Vec<&str> = job_container["args"]
+        .as_sequence()
+        .expect("job args")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args, ["migrate", "--store", "$(SWITCH_STORE)"]);
+    let job_store = job_container["env"]
+        .as_sequence()
+        .expect("job env")
+        .iter()
+        .find(|e| e["name"].as_str() == Some("SWITCH_STORE"))
+        .expect("the Job's SWITCH_STORE");
+    assert_eq!(job_store["valueFrom"], store["valueFrom"]);
+    assert_eq!(
+        job_container["securityContext"]["readOnlyRootFilesystem"].as_bool(),
+        Some(true)
+    );
     // The Service: a load balancer on the ISO port; PROXY protocol on both ends or neither.
     assert_eq!(service["spec"]["type"].as_str(), Some("LoadBalancer"));
     assert_eq!(

@@ -69,11 +69,13 @@ impl Shard {
         out: &mut Vec<Output>,
     ) -> bool {
         let t = now.unix_secs();
-        if matches!(self.idem.get(key), Some(IdemEntry::Done { expires, .. }) if *expires <= t) {
-            self.idem.remove(key);
-        }
         let known = match self.idem.get_mut(key) {
             None => return false,
+            Some(IdemEntry::Done { expires, .. }) if *expires <= t => {
+                // Expired: forgotten, and this request is a new one.
+                self.idem.remove(key);
+                return false;
+            }
             Some(e) if e.fingerprint() != fp => Known::Duplicate,
             Some(IdemEntry::Done { response, .. }) => Known::Replay(response.clone()),
             Some(IdemEntry::Pending(p)) => {
@@ -122,24 +124,20 @@ impl Shard {
     /// Turns the pending entry of `key` into its answer and answers every waiter.
     fn finish(&mut self, now: Now, key: IdemKey, response: Response, out: &mut Vec<Output>) {
         let expires = self.window_end(now);
-        let waiters = match self.idem.remove(&key) {
-            Some(IdemEntry::Pending(p)) => {
-                self.idem.insert(
-                    key,
-                    IdemEntry::Done {
-                        fp: p.fp,
-                        response: response.clone(),
-                        expires,
-                    },
-                );
-                p.waiters
-            }
-            // Already answered, or unknown: nothing is waiting (cannot happen by protocol).
-            Some(done) => {
-                self.idem.insert(key, done);
-                return;
-            }
-            None => return,
+        // Replaced in place: one look-up, no removal and re-insertion.
+        let Some(entry) = self.idem.get_mut(&key) else {
+            return;
+        };
+        let IdemEntry::Pending(p) = entry else {
+            // Already answered: nothing is waiting (cannot happen by protocol).
+            return;
+        };
+        let fp = p.fp;
+        let waiters = std::mem::take(&mut p.waiters);
+        *entry = IdemEntry::Done {
+            fp,
+            response: response.clone(),
+            expires,
         };
         for token in waiters {
             self.reply(token, response.clone(), out);
@@ -284,37 +282,36 @@ impl Shard {
     ) {
         let approved = code.is_approved();
         let mut queued = Vec::new();
-        match self.txns.remove(&txn) {
-            Some(TxnSlot::Pending(p)) if p.key == key => {
-                let PendingTxn {
-                    kind,
-                    pan,
-                    amount,
-                    currency,
-                    order,
-                    queued: q,
-                    ..
-                } = *p;
-                queued = q;
-                let record = TxnRecord {
-                    kind,
-                    pan: Some(pan),
-                    currency,
-                    amount,
-                    state: if approved {
-                        TxnState::Approved { day }
-                    } else {
-                        TxnState::Declined
-                    },
-                    order: if approved { order } else { None },
-                    since: now.unix_secs(),
-                };
-                self.txns.insert(txn, TxnSlot::Record(record));
+        // Replaced in place: one look-up, no removal and re-insertion.
+        if let Some(slot) = self.txns.get_mut(&txn) {
+            if matches!(slot, TxnSlot::Pending(p) if p.key == key) {
+                let placeholder = TxnSlot::Marker { expires: 0 };
+                if let TxnSlot::Pending(p) = std::mem::replace(slot, placeholder) {
+                    let PendingTxn {
+                        kind,
+                        pan,
+                        amount,
+                        currency,
+                        order,
+                        queued: q,
+                        ..
+                    } = *p;
+                    queued = q;
+                    *slot = TxnSlot::Record(TxnRecord {
+                        kind,
+                        pan: Some(pan),
+                        currency,
+                        amount,
+                        state: if approved {
+                            TxnState::Approved { day }
+                        } else {
+                            TxnState::Declined
+                        },
+                        order: if approved { order } else { None },
+                        since: now.unix_secs(),
+                    });
+                }
             }
-            Some(other) => {
-                self.txns.insert(txn, other);
-            }
-            None => {}
         }
         let approval_code = approved.then(|| self.next_approval_code());
         let response = Response {

@@ -12,11 +12,13 @@
 //! (crate docs, "Durability hooks").
 
 mod account;
+mod external;
 mod home;
 mod journal;
 mod order;
 mod snapshot;
 
+pub use external::{AccountRow, BatchKeys, EntryRow, OrderRef, OrderRow};
 pub use journal::Input;
 
 use std::collections::VecDeque;
@@ -584,19 +586,7 @@ impl Shard {
         if self.accounts.contains_key(&a.pan) {
             return Err(LoadError::DuplicateAccount(a.pan));
         }
-        self.accounts.insert(
-            a.pan,
-            AccountState {
-                expiry: a.expiry,
-                status: a.status,
-                currency: a.currency,
-                balance: a.balance,
-                held: 0,
-                daily_limit: a.daily_limit,
-                day: i64::MIN,
-                day_total: 0,
-            },
-        );
+        self.put_account(&AccountRow::from(&a));
         Ok(())
     }
 

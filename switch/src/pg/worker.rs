@@ -1,0 +1,785 @@
+//! One store worker: each batch of requests decided in one database transaction (the design
+//! and the isolation argument are in the module docs of `pg`).
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::anyhow;
+use routing::{
+    AccountRow, BatchKeys, CardStatus, EngineConfig, EntryRow, MerchantId, Now, OrderRef, OrderRow,
+    OrderStatus, Output, Pan, Response, ResponseCode, Shard, Yymm,
+};
+use tokio::sync::mpsc;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
+
+use super::{set_unreachable, MAX_ATTEMPTS, MAX_BATCH};
+use crate::metrics::Metrics;
+use crate::shards::Job;
+
+/// The switch's clock, as the engine takes it.
+pub(crate) fn now() -> Now {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Now::from_unix_secs(i64::try_from(secs).unwrap_or(i64::MAX))
+}
+
+/// The statements of a batch, prepared once per connection.
+struct Statements {
+    begin: Statement,
+    commit: Statement,
+    select_existing: Statement,
+    select_accounts: Statement,
+    select_txns: Statement,
+    select_orders: Statement,
+    select_idem: Statement,
+    next_block: Statement,
+    update_accounts: Statement,
+    insert_ledger: Statement,
+    update_orders: Statement,
+    insert_idem: Statement,
+    update_idem: Statement,
+    insert_txns: Statement,
+    update_txns: Statement,
+}
+
+impl Statements {
+    async fn prepare(c: &Client) -> Result<Self, tokio_postgres::Error> {
+        let (begin, commit, select_existing, select_accounts) = tokio::try_join!(
+            c.prepare("BEGIN"),
+            c.prepare("COMMIT"),
+            c.prepare("SELECT pan FROM accounts WHERE pan = ANY($1::text[])"),
+            // Never waits for a card another transaction holds: its requests are deferred
+            // to the next batch instead (module docs).
+            c.prepare(
+                "SELECT pan, expiry, status, currency, balance, held, daily_limit, day, day_total
+                 FROM accounts WHERE pan = ANY($1::text[]) ORDER BY pan FOR UPDATE SKIP LOCKED"
+            ),
+        )?;
+        let (select_txns, select_orders, select_idem, next_block) = tokio::try_join!(
+            c.prepare(
+                "SELECT id, slot FROM transactions WHERE id = ANY($1::bytea[])
+                     ORDER BY id FOR UPDATE"
+            ),
+            // The orders the requests name, and those the slots' payments hold (a
+            // reversal reopens the order of its original).
+            c.prepare(
+                "SELECT o.merchant_id, o.order_id, o.amount, o.currency, o.status, o.paid_by
+                     FROM orders o
+                     WHERE (o.merchant_id, o.order_id) IN (
+                         SELECT r.m, r.i FROM unnest($1::text[], $2::text[]) AS r(m, i)
+                         UNION
+                         SELECT t.order_merchant, t.order_id FROM transactions t
+                         WHERE t.id = ANY($3::bytea[]) AND t.order_id IS NOT NULL)
+                     ORDER BY o.merchant_id, o.order_id FOR UPDATE OF o"
+            ),
+            c.prepare(
+                "SELECT key, entry FROM idempotency WHERE key = ANY($1::bytea[])
+                     ORDER BY key FOR UPDATE"
+            ),
+            c.prepare("SELECT nextval('approval_blocks')"),
+        )?;
+        let (
+            update_accounts,
+            insert_ledger,
+            update_orders,
+            insert_idem,
+            update_idem,
+            insert_txns,
+            update_txns,
+        ) = tokio::try_join!(
+            c.prepare(
+                "UPDATE accounts a SET balance = u.balance, held = u.held, day = u.day,
+                     day_total = u.day_total
+                 FROM unnest($1::text[], $2::int8[], $3::int8[], $4::int8[], $5::int8[])
+                     AS u(pan, balance, held, day, day_total)
+                 WHERE a.pan = u.pan"
+            ),
+            c.prepare(
+                "INSERT INTO ledger (pan, at, balance_delta, held_delta, balance, held)
+                 SELECT u.pan, $2, u.bd, u.hd, u.b, u.h
+                 FROM unnest($1::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[])
+                     AS u(pan, bd, hd, b, h)"
+            ),
+            c.prepare(
+                "UPDATE orders o SET status = u.status, paid_by = u.paid_by
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
+                     AS u(m, i, status, paid_by)
+                 WHERE o.merchant_id = u.m AND o.order_id = u.i"
+            ),
+            // Plain INSERTs: a key another transaction created meanwhile is a unique
+            // violation, and the batch is retried (module docs).
+            c.prepare(
+                "INSERT INTO idempotency (key, entry, expires_at)
+                 SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[])"
+            ),
+            c.prepare(
+                "UPDATE idempotency i SET entry = u.entry, expires_at = u.expires_at
+                 FROM unnest($1::bytea[], $2::bytea[], $3::int8[]) AS u(key, entry, expires_at)
+                 WHERE i.key = u.key"
+            ),
+            c.prepare(
+                "INSERT INTO transactions (id, slot, expires_at, order_merchant, order_id)
+                 SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::text[], $5::text[])"
+            ),
+            c.prepare(
+                "UPDATE transactions t SET slot = u.slot, expires_at = u.expires_at,
+                     order_merchant = u.m, order_id = u.i
+                 FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::text[], $5::text[])
+                     AS u(id, slot, expires_at, m, i)
+                 WHERE t.id = u.id"
+            ),
+        )?;
+        Ok(Self {
+            begin,
+            commit,
+            select_existing,
+            select_accounts,
+            select_txns,
+            select_orders,
+            select_idem,
+            next_block,
+            update_accounts,
+            insert_ledger,
+            update_orders,
+            insert_idem,
+            update_idem,
+            insert_txns,
+            update_txns,
+        })
+    }
+}
+
+/// Why an attempt at a batch failed.
+enum Failure {
+    /// Another transaction got there first (unique key, deadlock, serialization): retry.
+    Conflict,
+    /// The connection is gone: reconnect and retry while time is left.
+    Connection(tokio_postgres::Error),
+    /// Anything else (an unexpected SQL error, a row the engine cannot read): answer 96.
+    Fatal(anyhow::Error),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        match e.code() {
+            Some(c)
+                if *c == SqlState::UNIQUE_VIOLATION
+                    || *c == SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == SqlState::T_R_DEADLOCK_DETECTED =>
+            {
+                Failure::Conflict
+            }
+            Some(_) => Failure::Fatal(e.into()),
+            None => Failure::Connection(e),
+        }
+    }
+}
+
+/// A request waiting in a worker, and since when.
+struct Queued {
+    job: Job,
+    since: Instant,
+}
+
+fn answer_96(job: &Job) {
+    let response = Response::plain(job.request.mti.response(), ResponseCode::SystemMalfunction);
+    let _ = job.reply.tx.send((job.reply.slot, response));
+}
+
+pub(super) struct Worker {
+    id: usize,
+    config: super::StoreConfig,
+    jobs: mpsc::Receiver<Job>,
+    timeout: Duration,
+    engine: EngineConfig,
+    metrics: Arc<Metrics>,
+    unreachable: Arc<AtomicBool>,
+    conn: Option<(Client, Statements)>,
+    keys: BatchKeys,
+}
+
+impl Worker {
+    pub(super) fn new(
+        id: usize,
+        config: super::StoreConfig,
+        jobs: mpsc::Receiver<Job>,
+        timeout: Duration,
+        engine: EngineConfig,
+        metrics: Arc<Metrics>,
+        unreachable: Arc<AtomicBool>,
+    ) -> Self {
+        Self {
+            id,
+            config,
+            jobs,
+            timeout,
+            engine,
+            metrics,
+            unreachable,
+            conn: None,
+            keys: BatchKeys::default(),
+        }
+    }
+
+    /// Decides batches until every sender is gone and nothing is left to decide.
+    pub(super) async fn run(mut self) {
+        // Requests deferred by the last batch (their card was locked by another transaction)
+        // lead the next one, in arrival order.
+        let mut batch: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
+        let mut incoming: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+        loop {
+            let room = MAX_BATCH.saturating_sub(batch.len()).max(1);
+            if batch.is_empty() {
+                if self.jobs.recv_many(&mut incoming, room).await == 0 {
+                    break;
+                }
+            } else {
+                while incoming.len() < room {
+                    match self.jobs.try_recv() {
+                        Ok(job) => incoming.push(job),
+                        Err(_) => break,
+                    }
+                }
+            }
+            let since = Instant::now();
+            batch.extend(incoming.drain(..).map(|job| Queued { job, since }));
+            let answered = self.decide(&mut batch).await;
+            if answered == 0 && !batch.is_empty() {
+                // Every card is locked elsewhere right now: let those transactions commit.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        tracing::debug!(worker = self.id, "store worker stopped");
+    }
+
+    /// Decides one batch: answers what it decided (or 96 for all on failure) and leaves the
+    /// deferred requests in `batch`. Returns how many were answered.
+    async fn decide(&mut self, batch: &mut Vec<Queued>) -> usize {
+        let started = Instant::now();
+        // A request deferred for longer than the store timeout is answered 96 (nothing applied).
+        let before = batch.len();
+        batch.retain(|q| {
+            let expired = q.since.elapsed() >= self.timeout;
+            if expired {
+                answer_96(&q.job);
+            }
+            !expired
+        });
+        if batch.len() < before {
+            self.metrics.store_errors.inc();
+            tracing::error!(
+                worker = self.id,
+                requests = before - batch.len(),
+                "answering 96: their cards stayed locked by other transactions past the store timeout"
+            );
+        }
+        if batch.is_empty() {
+            return before;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let now = now();
+        self.keys.clear();
+        for q in batch.iter() {
+            self.keys.add(&q.job.request);
+        }
+        self.keys.finish();
+        let mut attempts = 0;
+        let outcome = loop {
+            if self.conn.is_none() {
+                match tokio::time::timeout_at(deadline, self.open()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(worker = self.id, error = %e, "cannot reach the store");
+                        set_unreachable(&self.unreachable, true);
+                        let retry_at = tokio::time::Instant::now() + Duration::from_millis(100);
+                        if retry_at >= deadline {
+                            break Err("store unreachable");
+                        }
+                        tokio::time::sleep_until(retry_at).await;
+                        continue;
+                    }
+                    Err(_) => {
+                        set_unreachable(&self.unreachable, true);
+                        break Err("store unreachable");
+                    }
+                }
+            }
+            match tokio::time::timeout_at(deadline, self.attempt(batch, now)).await {
+                Ok(Ok(responses)) => break Ok(responses),
+                Ok(Err(Failure::Conflict)) => {
+                    self.rollback(deadline).await;
+                    attempts += 1;
+                    self.metrics.store_retries.inc();
+                    if attempts >= MAX_ATTEMPTS {
+                        break Err("conflicts persisted");
+                    }
+                }
+                Ok(Err(Failure::Connection(e))) => {
+                    tracing::warn!(worker = self.id, error = %e, "store connection lost; retrying the batch");
+                    self.conn = None;
+                }
+                Ok(Err(Failure::Fatal(e))) => {
+                    tracing::error!(worker = self.id, error = %e, "store error; answering 96");
+                    self.rollback(deadline).await;
+                    break Err("store error");
+                }
+                Err(_) => {
+                    // The transaction's fate is unknown (module docs, "Failures"): drop the
+                    // connection, which rolls back whatever had not committed.
+                    self.conn = None;
+                    break Err("store timed out");
+                }
+            }
+        };
+        self.metrics
+            .store_batch_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(responses) => {
+                let mut answered = before - batch.len();
+                let mut i = 0;
+                batch.retain(|q| {
+                    let response = responses[i].clone();
+                    i += 1;
+                    match response {
+                        Some(r) => {
+                            let _ = q.job.reply.tx.send((q.job.reply.slot, r));
+                            answered += 1;
+                            false
+                        }
+                        None => true,
+                    }
+                });
+                answered
+            }
+            Err(why) => {
+                self.metrics.store_errors.inc();
+                tracing::error!(
+                    worker = self.id,
+                    requests = batch.len(),
+                    reason = why,
+                    "answering a batch 96: nothing of it was applied, or its outcome is unknown"
+                );
+                for q in batch.drain(..) {
+                    answer_96(&q.job);
+                }
+                before
+            }
+        }
+    }
+
+    async fn open(&mut self) -> anyhow::Result<()> {
+        let client = super::connect(&self.config).await?;
+        let statements = Statements::prepare(&client).await?;
+        self.conn = Some((client, statements));
+        Ok(())
+    }
+
+    /// Ends an aborted or half-read transaction (a no-op, with a server warning, when none is
+    /// open). A connection that cannot do even that is dropped.
+    async fn rollback(&mut self, deadline: tokio::time::Instant) {
+        let ok = match &self.conn {
+            Some((c, _)) => matches!(
+                tokio::time::timeout_at(deadline, c.batch_execute("ROLLBACK")).await,
+                Ok(Ok(()))
+            ),
+            None => return,
+        };
+        if !ok {
+            self.conn = None;
+        }
+    }
+
+    /// One attempt: read and lock, decide, write and commit. Returns the answers in batch
+    /// order once committed; `None` for a request deferred because its card is locked by
+    /// another transaction.
+    async fn attempt(&self, batch: &[Queued], now: Now) -> Result<Vec<Option<Response>>, Failure> {
+        let (client, st) = self
+            .conn
+            .as_ref()
+            .ok_or_else(|| Failure::Fatal(anyhow!("no store connection")))?;
+        let keys = &self.keys;
+        let mut ws = Shard::working_set(self.engine.clone());
+        let stateless = keys.accounts.is_empty() && keys.idem.is_empty();
+        let mut loaded = Loaded::default();
+        if !stateless {
+            // Round trip 1: lock and read every row the batch may touch.
+            let pans: Vec<&str> = keys.accounts.iter().map(pan_str).collect();
+            let (merchants, order_ids): (Vec<&str>, Vec<&str>) = keys
+                .orders
+                .iter()
+                .filter_map(|o| Some((merchant_str(&o.merchant)?, o.order_id.as_str())))
+                .unzip();
+            let p_accounts: [&(dyn ToSql + Sync); 1] = [&pans];
+            let p_txns: [&(dyn ToSql + Sync); 1] = [&keys.txns];
+            let p_orders: [&(dyn ToSql + Sync); 3] = [&merchants, &order_ids, &keys.txns];
+            let p_idem: [&(dyn ToSql + Sync); 1] = [&keys.idem];
+            let (begin, existing, accounts, txns, orders, idem, block) = tokio::join!(
+                client.execute(&st.begin, &[]),
+                client.query(&st.select_existing, &p_accounts),
+                client.query(&st.select_accounts, &p_accounts),
+                client.query(&st.select_txns, &p_txns),
+                client.query(&st.select_orders, &p_orders),
+                client.query(&st.select_idem, &p_idem),
+                client.query_one(&st.next_block, &[]),
+            );
+            begin?;
+            let (existing, accounts) = (existing?, accounts?);
+            let (txns, orders, idem, block) = (txns?, orders?, idem?, block?);
+            let block: i64 = block.try_get(0)?;
+            ws.set_approvals((block as u64).wrapping_mul(MAX_BATCH as u64));
+            loaded.fill(&mut ws, &accounts, &txns, &orders, &idem)?;
+            // Cards that exist but were not locked (SKIP LOCKED): another transaction holds
+            // them. Their requests wait for the next batch instead of this one waiting.
+            for row in &existing {
+                let pan: &str = row.try_get(0)?;
+                if let Ok(pan) = Pan::from_digits(pan.as_bytes()) {
+                    if !loaded.accounts.contains_key(&pan) {
+                        loaded.deferred.insert(pan);
+                    }
+                }
+            }
+        }
+
+        let mut out = Vec::with_capacity(batch.len());
+        let mut deferred = vec![false; batch.len()];
+        for (i, q) in batch.iter().enumerate() {
+            if q.job
+                .request
+                .pan
+                .is_some_and(|p| loaded.deferred.contains(&p))
+            {
+                deferred[i] = true;
+                continue;
+            }
+            ws.handle_request(now, i as u64, q.job.request.clone(), &mut out);
+        }
+        if !ws.is_settled() {
+            return Err(Failure::Fatal(anyhow!(
+                "the working set left a decision in flight"
+            )));
+        }
+        let mut responses: Vec<Option<Response>> = vec![None; batch.len()];
+        for o in out {
+            if let Output::Reply { token, response } = o {
+                if let Some(r) = responses.get_mut(token as usize) {
+                    *r = Some(response);
+                }
+            }
+        }
+        if responses
+            .iter()
+            .zip(&deferred)
+            .any(|(r, d)| r.is_none() != *d)
+        {
+            return Err(Failure::Fatal(anyhow!("a request got no answer")));
+        }
+        if stateless {
+            return Ok(responses);
+        }
+
+        // Round trip 2: write what changed, then commit, pipelined.
+        let w = Writes::collect(&ws, keys, &loaded, now)?;
+        let mut calls: Vec<Call<'_>> = Vec::new();
+        let call = |statement, params| execute(client, statement, params);
+        if !w.acc_pan.is_empty() {
+            calls.push(call(
+                &st.update_accounts,
+                vec![
+                    &w.acc_pan,
+                    &w.acc_balance,
+                    &w.acc_held,
+                    &w.acc_day,
+                    &w.acc_day_total,
+                ],
+            ));
+            calls.push(call(
+                &st.insert_ledger,
+                vec![
+                    &w.acc_pan,
+                    &w.at,
+                    &w.led_bd,
+                    &w.led_hd,
+                    &w.acc_balance,
+                    &w.acc_held,
+                ],
+            ));
+        }
+        if !w.ord_m.is_empty() {
+            calls.push(call(
+                &st.update_orders,
+                vec![&w.ord_m, &w.ord_i, &w.ord_status, &w.ord_paid_by],
+            ));
+        }
+        // Transaction slots before idempotency entries: the same order as the locks.
+        if !w.txn_new.key.is_empty() {
+            let t = &w.txn_new;
+            calls.push(call(
+                &st.insert_txns,
+                vec![&t.key, &t.value, &t.expires, &t.merchant, &t.order_id],
+            ));
+        }
+        if !w.txn_changed.key.is_empty() {
+            let t = &w.txn_changed;
+            calls.push(call(
+                &st.update_txns,
+                vec![&t.key, &t.value, &t.expires, &t.merchant, &t.order_id],
+            ));
+        }
+        if !w.idem_new.key.is_empty() {
+            let e = &w.idem_new;
+            calls.push(call(
+                &st.insert_idem,
+                vec![&e.key, &e.value, &e.expires_set],
+            ));
+        }
+        if !w.idem_changed.key.is_empty() {
+            let e = &w.idem_changed;
+            calls.push(call(
+                &st.update_idem,
+                vec![&e.key, &e.value, &e.expires_set],
+            ));
+        }
+        calls.push(call(&st.commit, vec![]));
+        // Every statement is sent before any answer is awaited; the first error decides
+        // (after one, PostgreSQL ignores the rest and COMMIT rolls back).
+        for result in futures::future::join_all(calls).await {
+            result?;
+        }
+        Ok(responses)
+    }
+}
+
+type Call<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+
+/// One statement of round trip 2, sent when first polled.
+fn execute<'a>(
+    client: &'a Client,
+    statement: &'a Statement,
+    params: Vec<&'a (dyn ToSql + Sync)>,
+) -> Call<'a> {
+    Box::pin(async move { client.execute(statement, &params).await })
+}
+
+/// The rows read in round trip 1, to tell what the batch changed.
+#[derive(Default)]
+struct Loaded {
+    accounts: HashMap<Pan, AccountRow>,
+    /// Cards locked by another transaction: their requests are deferred.
+    deferred: HashSet<Pan>,
+    orders: Vec<OrderRow>,
+    txns: HashMap<Vec<u8>, Vec<u8>>,
+    idem: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Loaded {
+    fn fill(
+        &mut self,
+        ws: &mut Shard,
+        accounts: &[Row],
+        txns: &[Row],
+        orders: &[Row],
+        idem: &[Row],
+    ) -> Result<(), Failure> {
+        for row in accounts {
+            let a = account_from_row(row).map_err(Failure::Fatal)?;
+            ws.put_account(&a);
+            self.accounts.insert(a.pan, a);
+        }
+        for row in orders {
+            let o = order_from_row(row).map_err(Failure::Fatal)?;
+            ws.put_order(&o)
+                .map_err(|e| Failure::Fatal(anyhow!("orders: unreadable paid_by: {e}")))?;
+            self.orders.push(o);
+        }
+        for row in txns {
+            let (key, slot): (Vec<u8>, Vec<u8>) = (row.try_get(0)?, row.try_get(1)?);
+            ws.put_txn(&key, &slot)
+                .map_err(|e| Failure::Fatal(anyhow!("transactions: unreadable slot: {e}")))?;
+            self.txns.insert(key, slot);
+        }
+        for row in idem {
+            let (key, entry): (Vec<u8>, Vec<u8>) = (row.try_get(0)?, row.try_get(1)?);
+            ws.put_idem(&key, &entry)
+                .map_err(|e| Failure::Fatal(anyhow!("idempotency: unreadable entry: {e}")))?;
+            self.idem.insert(key, entry);
+        }
+        Ok(())
+    }
+}
+
+/// Column arrays of entries to insert or update.
+#[derive(Default)]
+struct EntryColumns {
+    key: Vec<Vec<u8>>,
+    value: Vec<Vec<u8>>,
+    /// Transaction slots: `None` keeps the row (an open hold).
+    expires: Vec<Option<i64>>,
+    /// Idempotency entries always expire.
+    expires_set: Vec<i64>,
+    merchant: Vec<Option<String>>,
+    order_id: Vec<Option<String>>,
+}
+
+impl EntryColumns {
+    fn push(&mut self, row: EntryRow) {
+        self.key.push(row.key);
+        self.value.push(row.value);
+        self.expires.push(row.expires);
+        self.expires_set.push(row.expires.unwrap_or(i64::MAX));
+        let (m, i) = match row.order {
+            Some(o) => (
+                merchant_str(&o.merchant).map(str::to_owned),
+                Some(o.order_id),
+            ),
+            None => (None, None),
+        };
+        self.merchant.push(m);
+        self.order_id.push(i);
+    }
+}
+
+/// What round trip 2 writes.
+#[derive(Default)]
+struct Writes {
+    at: i64,
+    acc_pan: Vec<String>,
+    acc_balance: Vec<i64>,
+    acc_held: Vec<i64>,
+    acc_day: Vec<i64>,
+    acc_day_total: Vec<i64>,
+    led_bd: Vec<i64>,
+    led_hd: Vec<i64>,
+    ord_m: Vec<String>,
+    ord_i: Vec<String>,
+    ord_status: Vec<&'static str>,
+    ord_paid_by: Vec<Option<Vec<u8>>>,
+    txn_new: EntryColumns,
+    txn_changed: EntryColumns,
+    idem_new: EntryColumns,
+    idem_changed: EntryColumns,
+}
+
+impl Writes {
+    fn collect(ws: &Shard, keys: &BatchKeys, loaded: &Loaded, now: Now) -> Result<Self, Failure> {
+        let mut w = Writes {
+            at: now.unix_secs(),
+            ..Writes::default()
+        };
+        for pan in &keys.accounts {
+            let (Some(before), Some(after)) = (loaded.accounts.get(pan), ws.account_row(pan))
+            else {
+                continue;
+            };
+            if *before == after {
+                continue;
+            }
+            w.acc_pan.push(pan_str(pan).to_owned());
+            w.acc_balance.push(after.balance);
+            w.acc_held.push(after.held);
+            w.acc_day.push(after.day);
+            w.acc_day_total.push(after.day_total);
+            w.led_bd.push(after.balance - before.balance);
+            w.led_hd.push(after.held - before.held);
+        }
+        for before in &loaded.orders {
+            let Some(after) = ws.order_row(&before.order) else {
+                continue;
+            };
+            if *before == after {
+                continue;
+            }
+            let Some(m) = merchant_str(&after.order.merchant) else {
+                continue;
+            };
+            w.ord_m.push(m.to_owned());
+            w.ord_i.push(after.order.order_id.clone());
+            w.ord_status.push(after.status.as_str());
+            w.ord_paid_by.push(after.paid_by);
+        }
+        let unreadable = |e: routing::WireError| Failure::Fatal(anyhow!("entry key: {e}"));
+        for key in &keys.txns {
+            let row = ws.txn_row(key).map_err(unreadable)?;
+            classify(row, &loaded.txns, &mut w.txn_new, &mut w.txn_changed);
+        }
+        for key in &keys.idem {
+            let row = ws.idem_row(key).map_err(unreadable)?;
+            classify(row, &loaded.idem, &mut w.idem_new, &mut w.idem_changed);
+        }
+        Ok(w)
+    }
+}
+
+/// An entry after the batch: new (insert), changed (update), or as it was read (nothing).
+fn classify(
+    row: Option<EntryRow>,
+    loaded: &HashMap<Vec<u8>, Vec<u8>>,
+    new: &mut EntryColumns,
+    changed: &mut EntryColumns,
+) {
+    let Some(row) = row else { return };
+    match loaded.get(&row.key) {
+        None => new.push(row),
+        Some(v) if *v != row.value => changed.push(row),
+        Some(_) => {}
+    }
+}
+
+fn pan_str(pan: &Pan) -> &str {
+    // A Pan holds ASCII digits only.
+    std::str::from_utf8(pan.as_bytes()).unwrap_or("")
+}
+
+pub(super) fn pan_string(pan: &Pan) -> String {
+    pan_str(pan).to_owned()
+}
+
+/// Merchant ids are stored as text; one that is not UTF-8 cannot be in the table.
+fn merchant_str(m: &MerchantId) -> Option<&str> {
+    std::str::from_utf8(m.as_bytes()).ok()
+}
+
+/// Reads an `accounts` row; errors name the column, never the card.
+pub(super) fn account_from_row(row: &Row) -> anyhow::Result<AccountRow> {
+    let bad = |col: &str| anyhow!("accounts: a row has an invalid {col}");
+    let pan: &str = row.try_get(0)?;
+    let expiry: &str = row.try_get(1)?;
+    let status: &str = row.try_get(2)?;
+    let currency: i16 = row.try_get(3)?;
+    Ok(AccountRow {
+        pan: Pan::from_digits(pan.as_bytes()).map_err(|_| bad("pan"))?,
+        expiry: Yymm::from_digits(expiry.as_bytes()).ok_or_else(|| bad("expiry"))?,
+        status: CardStatus::parse(status).ok_or_else(|| bad("status"))?,
+        currency: u16::try_from(currency).map_err(|_| bad("currency"))?,
+        balance: row.try_get(4)?,
+        held: row.try_get(5)?,
+        daily_limit: row.try_get(6)?,
+        day: row.try_get(7)?,
+        day_total: row.try_get(8)?,
+    })
+}
+
+/// Reads an `orders` row.
+fn order_from_row(row: &Row) -> anyhow::Result<OrderRow> {
+    let bad = |col: &str| anyhow!("orders: a row has an invalid {col}");
+    let merchant: &str = row.try_get(0)?;
+    let status: &str = row.try_get(4)?;
+    let currency: i16 = row.try_get(3)?;
+    Ok(OrderRow {
+        order: OrderRef {
+            merchant: MerchantId::new(merchant.as_bytes()).map_err(|_| bad("merchant_id"))?,
+            order_id: row.try_get(1)?,
+        },
+        amount: row.try_get(2)?,
+        currency: u16::try_from(currency).map_err(|_| bad("currency"))?,
+        status: OrderStatus::parse(status).ok_or_else(|| bad("status"))?,
+        paid_by: row.try_get(5)?,
+    })
+}
