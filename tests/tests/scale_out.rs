@@ -685,3 +685,37 @@ async fn concurrent_migrations_apply_once_and_bad_urls_are_refused() {
     let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(versions, [1], "each migration applied once");
 }
+
+/// A database error shown to an operator keeps its SQLSTATE and message and drops the DETAIL
+/// line, which quotes the row (here a card number in a unique violation).
+#[tokio::test]
+async fn database_errors_are_shown_without_the_row_they_quote() {
+    let Some(url) = postgres_or_skip() else {
+        return;
+    };
+    let db = TestDatabase::create(&url);
+    let dbc = Db::connect(&db.url).await;
+    let pan = card(7);
+    dbc.client
+        .batch_execute("CREATE TABLE t (pan text PRIMARY KEY)")
+        .await
+        .unwrap();
+    let insert = "INSERT INTO t VALUES ($1)";
+    dbc.client.execute(insert, &[&pan]).await.unwrap();
+    let err = dbc.client.execute(insert, &[&pan]).await.unwrap_err();
+    let raw = format!("{:#}", anyhow::Error::new(err).context("loading"));
+    assert!(
+        raw.contains(&pan),
+        "the unscrubbed chain quotes the row: {raw}"
+    );
+    let err = dbc.client.execute(insert, &[&pan]).await.unwrap_err();
+    let shown = format!(
+        "{:#}",
+        switch::pg::scrub(anyhow::Error::new(err).context("loading"))
+    );
+    assert!(!shown.contains(&pan[6..]), "{shown}");
+    assert!(
+        shown.contains("23505") && shown.starts_with("loading"),
+        "{shown}"
+    );
+}

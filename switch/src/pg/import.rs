@@ -10,6 +10,10 @@ use routing::{AccountRow, OrderRow};
 /// is loaded. Each account gets an opening ledger row with its balance. Returns the numbers
 /// of accounts and orders loaded.
 pub async fn import(url: &str, data_dir: &Path) -> anyhow::Result<(usize, usize)> {
+    import_inner(url, data_dir).await.map_err(super::scrub)
+}
+
+async fn import_inner(url: &str, data_dir: &Path) -> anyhow::Result<(usize, usize)> {
     let read = |name: &str| {
         let path = data_dir.join(name);
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))

@@ -136,13 +136,37 @@ pub async fn connect(config: &StoreConfig) -> anyhow::Result<tokio_postgres::Cli
         .pg
         .connect(tls)
         .await
-        .context("connecting to the PostgreSQL store")?;
+        .map_err(|e| anyhow::anyhow!("connecting to the PostgreSQL store: {}", describe(&e)))?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::warn!(error = %e, "PostgreSQL connection ended");
         }
     });
     Ok(client)
+}
+
+/// A database error as logged and shown: its SQLSTATE and message, never its DETAIL (which
+/// can quote a row: a card number in a unique violation, say).
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// `e` with any database error in its chain replaced by [`describe`]: safe to print with
+/// `{:#}`.
+pub fn scrub(e: anyhow::Error) -> anyhow::Error {
+    match e
+        .chain()
+        .find_map(|c| c.downcast_ref::<tokio_postgres::Error>())
+    {
+        Some(pg) => anyhow::anyhow!("{e}: {}", describe(pg)),
+        None => e,
+    }
 }
 
 /// The connection side's handle on the store workers.
@@ -206,7 +230,8 @@ pub async fn start(
     let config = parse_url(url)?;
     let client = tokio::time::timeout(timeout.max(Duration::from_secs(10)), connect(&config))
         .await
-        .context("connecting to the PostgreSQL store: timed out")??;
+        .context("connecting to the PostgreSQL store: timed out")?
+        .map_err(scrub)?;
     migrate(&client).await?;
     let unreachable = Arc::new(AtomicBool::new(false));
     let mut txs = Vec::with_capacity(workers);

@@ -14,6 +14,10 @@ const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_ini
 /// replicas starting together neither race nor half-apply (lock key 85831: "8583" + "1").
 /// Returns the versions applied.
 pub async fn migrate(client: &Client) -> anyhow::Result<Vec<i32>> {
+    migrate_inner(client).await.map_err(super::scrub)
+}
+
+async fn migrate_inner(client: &Client) -> anyhow::Result<Vec<i32>> {
     client
         .batch_execute(
             "BEGIN;

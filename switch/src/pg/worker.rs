@@ -176,7 +176,7 @@ impl From<tokio_postgres::Error> for Failure {
             {
                 Failure::Conflict
             }
-            Some(_) => Failure::Fatal(e.into()),
+            Some(_) => Failure::Fatal(anyhow!(super::describe(&e))),
             None => Failure::Connection(e),
         }
     }
