@@ -15,7 +15,8 @@
 #
 # Environment: OUT (target/scale-out/<UTC time>), STORE_URL
 # (postgres://switch:switch@127.0.0.1:5432/postgres), DURATION (10s), WARMUP (2s),
-# CONNECTIONS (16), PIPELINE (64), MIX (purchase=100), SHARDS (store workers per replica, 2).
+# CONNECTIONS (16), PIPELINE (64), MIX (purchase=100), SHARDS (store workers per replica, 1: the
+# switch's default with --store).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,7 +27,7 @@ WARMUP=${WARMUP:-2s}
 CONNECTIONS=${CONNECTIONS:-16}
 PIPELINE=${PIPELINE:-64}
 MIX=${MIX:-purchase=100}
-SHARDS=${SHARDS:-2}
+SHARDS=${SHARDS:-1}
 
 command -v haproxy >/dev/null || { echo "haproxy is not installed" >&2; exit 1; }
 command -v psql >/dev/null || { echo "psql is not installed" >&2; exit 1; }

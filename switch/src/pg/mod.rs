@@ -3,7 +3,7 @@
 //!
 //! # How a decision is made
 //!
-//! Each replica runs `--shards` store workers (tokio tasks), each with one database
+//! Each replica runs `--shards` store workers (default 1), tokio tasks each with one database
 //! connection. A connection task submits a request to the worker its card maps to, so that
 //! one replica's requests for one card queue behind each other instead of contending in the
 //! database. A worker takes everything queued (up to [`MAX_BATCH`]) as one batch and runs it
