@@ -292,13 +292,7 @@ impl<'s, 'd> MessageWriter<'s, 'd> {
     /// field; `false` (nothing written) otherwise.
     #[inline(always)]
     fn put_raw(&mut self, def: &FieldDef, units: usize, wire: &[u8]) -> bool {
-        let max = def.max as usize;
-        let fits = if def.is_fixed() {
-            units == max
-        } else {
-            units <= max
-        };
-        fits && write_prefix(def, units, self.dst).is_ok() && {
+        check_len(def, units).is_ok() && write_prefix(def, units, self.dst).is_ok() && {
             self.dst.extend_from_slice(wire);
             true
         }

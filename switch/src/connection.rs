@@ -131,6 +131,7 @@ pub async fn serve(
             conn.out.clear();
         }
         let current = *phase.borrow();
+        let backoff = conn.backoff;
         if current == Phase::Closing {
             // Grace period over: read nothing more, but still deliver the answers already being
             // decided (shards answer in microseconds), then close.
@@ -186,9 +187,11 @@ pub async fn serve(
                     Err(reason) => { reading = false; conn.lost(reason); }
                 }
             }
-            _ = tokio::time::sleep(conn.backoff), if conn.stalled.is_some() => conn.retry(),
+            // select! builds every branch's future on each pass, enabled or not: the sleeps
+            // are wrapped so that a timer is only made when its branch is polled.
+            _ = async { tokio::time::sleep(backoff).await }, if conn.stalled.is_some() => conn.retry(),
             _ = phase.changed() => {}
-            _ = tokio::time::sleep(Duration::from_millis(100)), if current != Phase::Running => {}
+            _ = async { tokio::time::sleep(Duration::from_millis(100)).await }, if current != Phase::Running => {}
             _ = sleep_until_opt(idle_deadline), if current == Phase::Running && idle_deadline.is_some() => {
                 tracing::info!("closing idle connection");
                 break CloseReason::Idle;

@@ -97,7 +97,12 @@ fn financial(msg: &Message<'_>) -> Option<Request> {
     let code = ProcessingCode::from_digits(code.text_bytes(&mut buf)?)?;
     req.processing_code = Some(code);
     req.pan = Some(Pan::from_digits(msg.field(2)?.text_bytes(&mut buf)?).ok()?);
-    req.currency = Some(digits_u16(msg.field(49)?.text_bytes(&mut buf)?)?);
+    req.currency = Some(
+        u16::try_from(routing::message::parse_numeric(
+            msg.field(49)?.text_bytes(&mut buf)?,
+        )?)
+        .ok()?,
+    );
     // A balance inquiry needs no amount; every other request does.
     let inquiry = base(msg.mti()) == 100 && code.transaction_type() == *b"31";
     match msg.field(4) {
@@ -125,21 +130,6 @@ fn financial(msg: &Message<'_>) -> Option<Request> {
         }
     }
     Some(req)
-}
-
-/// A number of one or more ASCII digits that fits a `u16`.
-fn digits_u16(digits: &[u8]) -> Option<u16> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u16, |acc, &c| {
-        let d = c.wrapping_sub(b'0');
-        if d < 10 {
-            acc.checked_mul(10)?.checked_add(u16::from(d))
-        } else {
-            None
-        }
-    })
 }
 
 /// The parts of an answer the switch adds to the echoed fields.

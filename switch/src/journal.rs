@@ -513,11 +513,6 @@ impl Journal {
         }
     }
 
-    /// Whether commits fsync (`--durability fsync`).
-    pub fn fsyncs(&self) -> bool {
-        self.fsync
-    }
-
     /// The shard directory the journal is in.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -557,12 +552,6 @@ impl Journal {
         let next = self.generation + 1;
         *self = Journal::open_unsynced(&self.dir, next, 0, self.fsync)?;
         Ok(pending_path(&self.dir, next))
-    }
-
-    /// Makes the pending snapshot of the current generation the one recovery starts from,
-    /// then removes the older files ([`confirm_snapshot`]).
-    pub fn confirm_generation(&self) -> anyhow::Result<()> {
-        confirm_snapshot(&self.dir, self.generation)
     }
 
     /// Removes the snapshots and segments before the current generation.

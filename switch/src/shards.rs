@@ -374,16 +374,6 @@ struct Shared {
     snapshot_every: u64,
 }
 
-/// A batch committed to the journal: its outputs, released now.
-struct InFlight {
-    out: Vec<Output>,
-    /// This shard's `received_seq` of every shard once the batch is applied.
-    received: Vec<u64>,
-    /// A periodic snapshot's cut after this batch: what this shard had sent every shard, and
-    /// the generation of the segment started after it.
-    rotation: Option<(Vec<u64>, u64)>,
-}
-
 /// A periodic snapshot being built off the shard thread.
 struct SnapshotBuild {
     handle: JoinHandle<()>,
@@ -408,9 +398,6 @@ struct Worker {
     buf: Vec<u8>,
     /// Outputs of the batch being decided, held until it is committed.
     out: Vec<Output>,
-    /// Emptied buffers kept for the next batch.
-    spare_buf: Vec<u8>,
-    spare_out: Vec<Output>,
     /// This shard's own journal failed: it applies nothing more.
     broken: bool,
     /// Stopping: no new periodic snapshot.
@@ -450,8 +437,6 @@ impl Worker {
             free: Vec::new(),
             buf: Vec::with_capacity(64 * 1024),
             out: Vec::with_capacity(256),
-            spare_buf: Vec::with_capacity(64 * 1024),
-            spare_out: Vec::with_capacity(256),
             broken: false,
             stopping: false,
             since_snapshot: 0,
@@ -494,7 +479,7 @@ impl Worker {
             if let Some(g) = self.shared.metrics.shard_queue(self.id) {
                 g.set(self.jobs.len() as i64);
             }
-            // Hand the batch to the journal if it is idle; else the batch grows meanwhile.
+            // Commit what this pass decided: one write (and fsync) for the whole batch.
             self.submit();
             self.reap_snapshot();
             if did + taken > 0 {
@@ -632,57 +617,41 @@ impl Worker {
         if self.buf.is_empty() && !rotate {
             return;
         }
-        let n = self.shard.shard_count();
-        let mut bytes = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare_buf));
         let started = Instant::now();
-        let written = self.journal.write_batch(&bytes);
-        if !bytes.is_empty() {
+        let written = self.journal.write_batch(&self.buf);
+        if !self.buf.is_empty() {
             self.shared
                 .metrics
                 .journal_commit_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
-        bytes.clear();
-        self.spare_buf = bytes;
+        self.buf.clear();
         if let Err(e) = written {
             self.fail(&e);
             return;
         }
-        let mut batch = InFlight {
-            out: std::mem::replace(&mut self.out, std::mem::take(&mut self.spare_out)),
-            received: (0..n).map(|from| self.shard.received_seq(from)).collect(),
-            rotation: None,
-        };
+        // Committed: publish what this shard has durably taken from each shard, then release
+        // the batch's outputs.
+        let n = self.shard.shard_count();
+        for from in 0..n {
+            if let Some(d) = self.shared.durable.get(self.id * n + from) {
+                d.store(self.shard.received_seq(from), Ordering::Release);
+            }
+        }
+        let mut out = std::mem::take(&mut self.out);
+        self.flush(&mut out);
+        self.out = out;
         if rotate {
             self.since_snapshot = 0;
             let sent = (0..n).map(|to| self.shard.sent_seq(to)).collect();
             // A file create and, under fsync, two fsyncs (the file and its directory entry).
             match self.journal.begin_generation() {
-                Ok(_) => batch.rotation = Some((sent, self.journal.generation())),
+                Ok(_) => self.start_snapshot(self.journal.generation(), sent),
                 Err(e) => {
                     // The journal goes on in the old segment; nothing is lost.
                     tracing::warn!(shard = self.id, error = %format!("{e:#}"), "starting a journal segment failed; no periodic snapshot");
                 }
             }
-        }
-        self.release(batch);
-    }
-
-    /// Releases the outputs of a committed batch.
-    fn release(&mut self, batch: InFlight) {
-        let n = batch.received.len();
-        for (from, &seq) in batch.received.iter().enumerate() {
-            if let Some(d) = self.shared.durable.get(self.id * n + from) {
-                d.store(seq, Ordering::Release);
-            }
-        }
-        let mut out = batch.out;
-        self.flush(&mut out);
-        if out.capacity() > self.spare_out.capacity() {
-            self.spare_out = out;
-        }
-        if let Some((sent, generation)) = batch.rotation {
-            self.start_snapshot(generation, sent);
         }
     }
 
@@ -1140,7 +1109,6 @@ mod tests {
             request: Box::new(request),
         });
         w.submit();
-        assert!(w.out.is_empty(), "released at the commit");
         assert!(w.shard.sent_seq(1) > 0, "a message went to shard 1");
         assert!(to_shard_1.try_recv().is_ok(), "released after the commit");
         assert!(w.snapshot.is_some(), "a snapshot is being built");

@@ -38,25 +38,8 @@ fn spec() -> &'static Spec {
 }
 
 fn luhn_pan(payload: &str) -> String {
-    let sum: u32 = payload
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 0 {
-                let x = d * 2;
-                if x > 9 {
-                    x - 9
-                } else {
-                    x
-                }
-            } else {
-                d
-            }
-        })
-        .sum();
-    format!("{payload}{}", (10 - sum % 10) % 10)
+    let check = routing::luhn::check_digit(payload.as_bytes()).expect("a payload of digits");
+    format!("{payload}{}", char::from(check))
 }
 
 fn card(i: usize) -> String {
@@ -347,10 +330,17 @@ fn sigkill_under_load_loses_no_approval_and_applies_none_twice() {
         let mut threads = Vec::new();
         for (c, (reqs, stan)) in sent.iter_mut().zip(&mut next_stan).enumerate() {
             let answered = ledger.lock().expect("ledger");
+            // Unanswered requests are retransmitted (as repeats) after each restart; in the
+            // last round also every 5th answered one, so that a key answered twice differently
+            // (a decision lost and made again) would show.
             let mut work: Vec<(Request, bool)> = reqs
                 .iter()
-                .filter(|r| !answered.answers.contains_key(&(r.terminal.clone(), r.stan)))
-                .map(|r| (r.clone(), true))
+                .enumerate()
+                .filter(|(i, r)| {
+                    !answered.answers.contains_key(&(r.terminal.clone(), r.stan))
+                        || (last && i % 5 == 0)
+                })
+                .map(|(_, r)| (r.clone(), true))
                 .collect();
             drop(answered);
             if !last {
@@ -408,18 +398,14 @@ fn sigkill_under_load_loses_no_approval_and_applies_none_twice() {
                     r.stan
                 );
                 let (code, approval) = &answers[0];
-                assert!(
-                    code == "00" || code == "96",
-                    "unexpected code {code} for {} {}",
-                    r.terminal,
-                    r.stan
+                assert_eq!(
+                    code, "00",
+                    "{} {}: every purchase and hold fits the balance; no journal failure here",
+                    r.terminal, r.stan
                 );
-                assert_ne!(code, "96", "no journal failure expected here");
-                if code == "00" {
-                    assert!(approval.is_some(), "an approval carries DE 38");
-                    debited[r.card] += r.amount;
-                    approved += 1;
-                }
+                assert!(approval.is_some(), "an approval carries DE 38");
+                debited[r.card] += r.amount;
+                approved += 1;
             }
             assert!(approved > 1000, "the load did something: {approved}");
             let mut total = 0;

@@ -4,9 +4,8 @@
 //! CREATEDB); on a machine without it the tests that need PostgreSQL skip with a message:
 //!
 //! ```no_run
-//! let Some(url) = tests::pg::pg_test_url() else {
-//!     eprintln!("SKIPPED: no PostgreSQL at {}", tests::pg::pg_url_setting());
-//!     return;
+//! let Some(url) = tests::pg::pg_test_url("my_test") else {
+//!     return; // skipped, with the reason printed (or failed under SWITCH_TEST_REQUIRE_EXTERNAL=1)
 //! };
 //! let db = tests::pg::TestDatabase::create(&url); // dropped at the end of the test
 //! // ... switch serve --store db.url ...
@@ -33,12 +32,14 @@ pub fn pg_url_setting() -> String {
 }
 
 /// The URL of a PostgreSQL server that answers `SELECT 1` within 3 s with these credentials
-/// ([`pg_url_setting`]), or `None` (the caller prints a skip message).
-pub fn pg_test_url() -> Option<String> {
+/// ([`pg_url_setting`]), or `None` after [`crate::skip`] (naming `test`) said why.
+pub fn pg_test_url(test: &str) -> Option<String> {
     match probe() {
         Ok(url) => Some(url),
         Err(why) => {
-            eprintln!("PostgreSQL not available: {why}");
+            crate::skip(format_args!(
+                "{test}: no PostgreSQL ({why}; set SWITCH_TEST_PG_URL; .ci/run starts one)"
+            ));
             None
         }
     }
@@ -285,11 +286,7 @@ mod tests {
     /// is empty and writable, and is gone once dropped.
     #[test]
     fn fresh_database_is_made_and_dropped() {
-        let Some(url) = pg_test_url() else {
-            eprintln!(
-                "SKIPPED: no PostgreSQL at {} (set SWITCH_TEST_PG_URL; .ci/run starts one)",
-                redact(&pg_url_setting())
-            );
+        let Some(url) = pg_test_url("fresh_database_is_made_and_dropped") else {
             return;
         };
         let db = TestDatabase::create(&url);

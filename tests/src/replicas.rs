@@ -662,9 +662,15 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
-    /// The haproxy binary, if installed.
-    pub fn binary() -> Option<PathBuf> {
-        which("haproxy")
+    /// The haproxy binary, or `None` after [`crate::skip`] (naming `test`) said why.
+    pub fn binary(test: &str) -> Option<PathBuf> {
+        let found = which("haproxy");
+        if found.is_none() {
+            crate::skip(format_args!(
+                "{test}: haproxy not installed (apt-get install haproxy; .ci/run does)"
+            ));
+        }
+        found
     }
 
     /// Starts HAProxy with `env` (see [`loopback_env`]), logging to `<log_dir>/haproxy.log`.

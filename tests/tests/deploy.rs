@@ -20,10 +20,7 @@ use tests::{luhn_pan, Client, Req, TestSwitch};
 use tokio::io::AsyncWriteExt;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_owned()
+    tests::replicas::workspace_root()
 }
 
 fn deploy(path: &str) -> PathBuf {
@@ -34,15 +31,12 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// `tool` on PATH, or in the sbin directories Debian installs haproxy to (a non-root PATH
-/// often lacks them).
-fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var("PATH").unwrap_or_default();
-    let found = path
-        .split(':')
-        .chain(["/usr/sbin", "/usr/local/sbin", "/sbin"])
-        .map(|d| Path::new(d).join(tool))
-        .find(|p| p.is_file());
+/// `tool` (see [`tests::replicas::which`]), or `None` after [`tests::skip`] said why.
+fn which(tool: &str, test: &str, install: &str) -> Option<PathBuf> {
+    let found = tests::replicas::which(tool);
+    if found.is_none() {
+        tests::skip(format_args!("{test}: {tool} not installed ({install})"));
+    }
     found
 }
 
@@ -107,8 +101,7 @@ fn haproxy_config_is_valid_with_the_loopback_values() {
     for var in &vars {
         assert!(env.contains_key(var), "loopback.env lacks {var}");
     }
-    let Some(haproxy) = which("haproxy") else {
-        eprintln!("SKIPPED haproxy -c: haproxy not installed (apt-get install haproxy)");
+    let Some(haproxy) = which("haproxy", "haproxy -c", "apt-get install haproxy") else {
         return;
     };
     let check = |env: &BTreeMap<String, String>| {
@@ -142,8 +135,7 @@ fn haproxy_config_is_valid_with_the_loopback_values() {
 
 #[test]
 fn prometheus_config_rules_and_rule_tests_pass_promtool() {
-    let Some(promtool) = which("promtool") else {
-        eprintln!("SKIPPED promtool checks: promtool not installed (apt-get install prometheus)");
+    let Some(promtool) = which("promtool", "promtool checks", "apt-get install prometheus") else {
         return;
     };
     for args in [
@@ -766,17 +758,14 @@ fn migrations_sql() -> String {
 /// PostgreSQL or psql.
 #[test]
 fn import_one_shot_loads_once_and_is_a_no_op_the_second_time() {
-    let Some(url) = tests::pg_test_url() else {
-        eprintln!(
-            "SKIPPED import one-shot: no PostgreSQL at {} (SWITCH_TEST_PG_URL; .ci/run starts one)",
-            tests::pg::redact(&tests::pg::pg_url_setting())
-        );
+    let Some(url) = tests::pg_test_url("import one-shot") else {
         return;
     };
-    let Some(psql) = which("psql") else {
-        eprintln!(
-            "SKIPPED import one-shot: psql not installed (apt-get install postgresql-client)"
-        );
+    let Some(psql) = which(
+        "psql",
+        "import one-shot",
+        "apt-get install postgresql-client",
+    ) else {
         return;
     };
     let db = tests::pg::TestDatabase::create(&url);

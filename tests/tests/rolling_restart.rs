@@ -130,10 +130,7 @@ fn totals(runs: &[LoadRun]) -> (u64, u64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_behind_haproxy_loses_nothing() {
-    let Some(haproxy_bin) = Haproxy::binary() else {
-        eprintln!(
-            "SKIPPED rolling restart: haproxy not installed (apt-get install haproxy; .ci/run does)"
-        );
+    let Some(haproxy_bin) = Haproxy::binary("rolling restart") else {
         return;
     };
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -225,10 +222,7 @@ async fn rolling_restart_behind_haproxy_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_killed_with_sigkill_is_routed_around() {
-    let Some(haproxy_bin) = Haproxy::binary() else {
-        eprintln!(
-            "SKIPPED replica crash: haproxy not installed (apt-get install haproxy; .ci/run does)"
-        );
+    let Some(haproxy_bin) = Haproxy::binary("replica crash") else {
         return;
     };
     let _turn = ONE_AT_A_TIME.lock().await;

@@ -546,17 +546,11 @@ impl Worker {
         }
         if !w.idem_new.key.is_empty() {
             let e = &w.idem_new;
-            calls.push(call(
-                &st.insert_idem,
-                vec![&e.key, &e.value, &e.expires_set],
-            ));
+            calls.push(call(&st.insert_idem, vec![&e.key, &e.value, &e.expires]));
         }
         if !w.idem_changed.key.is_empty() {
             let e = &w.idem_changed;
-            calls.push(call(
-                &st.update_idem,
-                vec![&e.key, &e.value, &e.expires_set],
-            ));
+            calls.push(call(&st.update_idem, vec![&e.key, &e.value, &e.expires]));
         }
         calls.push(call(&st.commit, vec![]));
         // Every statement is sent before any answer is awaited; the first error decides
@@ -640,10 +634,8 @@ impl Loaded {
 struct EntryColumns {
     key: Vec<Vec<u8>>,
     value: Vec<Vec<u8>>,
-    /// Transaction slots: `None` keeps the row (an open hold).
+    /// `None` keeps the row (an open hold; idempotency entries always expire).
     expires: Vec<Option<i64>>,
-    /// Idempotency entries always expire.
-    expires_set: Vec<i64>,
     merchant: Vec<Option<String>>,
     order_id: Vec<Option<String>>,
 }
@@ -653,7 +645,6 @@ impl EntryColumns {
         self.key.push(row.key);
         self.value.push(row.value);
         self.expires.push(row.expires);
-        self.expires_set.push(row.expires.unwrap_or(i64::MAX));
         let (m, i) = match row.order {
             Some(o) => (
                 merchant_str(&o.merchant).map(str::to_owned),
