@@ -16,7 +16,8 @@
 # Environment: OUT (target/scale-out/<UTC time>), STORE_URL
 # (postgres://switch:switch@127.0.0.1:5432/postgres), DURATION (10s), WARMUP (2s),
 # CONNECTIONS (16), PIPELINE (64), MIX (purchase=100), SHARDS (store workers per replica, 1: the
-# switch's default with --store).
+# switch's default with --store), SKIP_EMBEDDED (0), BIN (a directory with `switch` and
+# `loadgen` to use instead of building, e.g. another commit's for an A/B run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,9 +33,11 @@ SHARDS=${SHARDS:-1}
 command -v haproxy >/dev/null || { echo "haproxy is not installed" >&2; exit 1; }
 command -v psql >/dev/null || { echo "psql is not installed" >&2; exit 1; }
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
-echo "== building release binaries" >&2
-cargo build --release -p switch -p loadgen >&2
-BIN=target/release
+if [ -z "${BIN:-}" ]; then
+  echo "== building release binaries" >&2
+  cargo build --release -p switch -p loadgen >&2
+  BIN=target/release
+fi
 mkdir -p "$OUT"
 "$BIN/switch" demo-data --out "$OUT/data" --accounts 10000 --orders 10000 >&2
 
@@ -67,17 +70,19 @@ load() {
   tail -n 1 "$OUT/$name.err"
 }
 
-# 2. Embedded.
-mkdir -p "$OUT/embedded" && cp "$OUT/data/"*.csv "$OUT/embedded/"
-"$BIN/switch" serve --data-dir "$OUT/embedded" --listen 127.0.0.1:38583 \
-  --admin-listen 127.0.0.1:39583 >"$OUT/embedded.log" 2>&1 &
-EMBEDDED=$!
-PIDS+=("$EMBEDDED")
-wait_ready 127.0.0.1:39583
-echo "== embedded" >&2
-load embedded 127.0.0.1:38583 >&2
-kill -TERM "$EMBEDDED"
-wait "$EMBEDDED" || true
+# 2. Embedded (SKIP_EMBEDDED=1 leaves it out, e.g. to profile the scale-out run alone).
+if [ "${SKIP_EMBEDDED:-0}" != 1 ]; then
+  mkdir -p "$OUT/embedded" && cp "$OUT/data/"*.csv "$OUT/embedded/"
+  "$BIN/switch" serve --data-dir "$OUT/embedded" --listen 127.0.0.1:38583 \
+    --admin-listen 127.0.0.1:39583 >"$OUT/embedded.log" 2>&1 &
+  EMBEDDED=$!
+  PIDS+=("$EMBEDDED")
+  wait_ready 127.0.0.1:39583
+  echo "== embedded" >&2
+  load embedded 127.0.0.1:38583 >&2
+  kill -TERM "$EMBEDDED"
+  wait "$EMBEDDED" || true
+fi
 
 # 3. Three replicas + PostgreSQL behind HAProxy.
 DB=switch_bench_$$
@@ -121,6 +126,6 @@ EOF
   echo
   echo "| setup | answered/s | sent | received | errors | timeouts | p50 ms | p99 ms |"
   echo "|---|---|---|---|---|---|---|---|"
-  row embedded "one switch, embedded store (fsync)"
+  if [ -f "$OUT/embedded.json" ]; then row embedded "one switch, embedded store (fsync)"; fi
   row scale-out "3 replicas + PostgreSQL via HAProxy"
 } | tee "$OUT/summary.md"

@@ -263,7 +263,7 @@ impl Metrics {
         let store_retries = Counter::default();
         registry.register(
             "store_retries",
-            "PostgreSQL store: batches retried after a conflict (unique key, deadlock, serialization)",
+            "PostgreSQL store: batches run again after a conflict (an existing or concurrently created key, deadlock, serialization)",
             store_retries.clone(),
         );
         let store_errors = Counter::default();

@@ -622,6 +622,136 @@ async fn an_unreachable_database_answers_96_and_turns_readiness_off() {
     sw.running.shutdown().await;
 }
 
+/// The store's deferrals and its optimistic first attempt, against a real database: a card
+/// another transaction holds waits for it (other cards go on) and gets 96 past the store
+/// timeout with nothing applied; a card not in the store is declined 14; a retransmission
+/// makes the optimistic attempt run again and replays the original answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locked_unknown_and_retransmitted_cards_through_the_store() {
+    let Some(url) = pg_test_url("scale-out") else {
+        return;
+    };
+    let db = TestDatabase::create(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_data(&data);
+    let out = run_switch(&[
+        "import",
+        "--store",
+        &db.url,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let store = db.url.clone();
+    let sw = tests::TestSwitch::start_with("", "", |c| {
+        c.store = Some(store);
+        c.store_timeout_ms = 1_500;
+        c.shards = 1;
+    })
+    .await;
+    let dbc = Db::connect(&db.url).await;
+    let mut client = sw.client().await;
+    let retries = |metrics: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("switch_store_retries_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("switch_store_retries_total")
+    };
+
+    // A card the store does not hold: 14, twice the same answer.
+    let unknown = luhn_pan("411111777777777");
+    let first = client
+        .call("0200", &purchase(&unknown, 100, "STORE001", 1).list())
+        .await;
+    assert_eq!(first.code(), "14", "unknown card");
+    let again = client
+        .call("0200", &purchase(&unknown, 100, "STORE001", 1).list())
+        .await;
+    assert_eq!(answer_of(&again), answer_of(&first));
+
+    // A new key needs one attempt; a retransmission runs the batch again reading its entry.
+    let before = retries(&sw.admin_get("/metrics").await.1);
+    let pan = card(3);
+    let first = client
+        .call("0200", &purchase(&pan, 700, "STORE001", 2).list())
+        .await;
+    assert_eq!(first.code(), "00");
+    let again = client
+        .call("0200", &purchase(&pan, 700, "STORE001", 2).list())
+        .await;
+    assert_eq!(answer_of(&again), answer_of(&first), "the original answer");
+    assert_eq!(dbc.balance(&pan).await, (OPENING - 700, 0), "applied once");
+    let after = retries(&sw.admin_get("/metrics").await.1);
+    assert!(
+        after > before,
+        "the retransmission's optimistic attempt met its key and ran again ({before} -> {after})"
+    );
+
+    // Card 4 held by another transaction: its purchase waits, card 5's goes on; released, it
+    // is decided.
+    let (locker, conn) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let lock = |pan: String| {
+        let locker = &locker;
+        async move {
+            locker.batch_execute("BEGIN").await.unwrap();
+            locker
+                .query("SELECT 1 FROM accounts WHERE pan = $1 FOR UPDATE", &[&pan])
+                .await
+                .unwrap();
+        }
+    };
+    lock(card(4)).await;
+    client
+        .send("0200", &purchase(&card(4), 400, "STORE001", 3).list())
+        .await;
+    let other = client
+        .call("0200", &purchase(&card(5), 500, "STORE001", 4).list())
+        .await;
+    assert_eq!(other.code(), "00", "another card is not held up");
+    assert!(
+        client.try_recv(Duration::from_millis(300)).await.is_none(),
+        "the locked card's purchase waits for its lock"
+    );
+    locker.batch_execute("COMMIT").await.unwrap();
+    let waited = client.recv().await;
+    assert_eq!((waited.get(11), waited.code()), (Some("000003"), "00"));
+    assert_eq!(dbc.balance(&card(4)).await, (OPENING - 400, 0));
+
+    // Held past the store timeout: 96 and nothing applied; afterwards it is decided afresh.
+    lock(card(6)).await;
+    let started = Instant::now();
+    let timed_out = client
+        .call("0200", &purchase(&card(6), 600, "STORE001", 5).list())
+        .await;
+    assert_eq!(timed_out.code(), "96", "locked past the store timeout");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    locker.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(
+        dbc.balance(&card(6)).await,
+        (OPENING, 0),
+        "the 96 applied nothing"
+    );
+    let retried = client
+        .call("0200", &purchase(&card(6), 600, "STORE001", 5).list())
+        .await;
+    assert_eq!(
+        retried.code(),
+        "00",
+        "retransmitted after a 96: decided afresh"
+    );
+    assert_eq!(dbc.balance(&card(6)).await, (OPENING - 600, 0));
+    sw.running.shutdown().await;
+}
+
 /// Replicas starting together migrate safely: four `switch migrate` at once on a fresh
 /// database all succeed and apply each version once; a bad `--store` stops start-up with a
 /// clear error and a non-zero exit.

@@ -124,9 +124,14 @@ pub struct BatchKeys {
     pub accounts: Vec<Pan>,
     /// Encoded idempotency keys.
     pub idem: Vec<Vec<u8>>,
-    /// Encoded transaction identities. A store must also read the orders their slots hold
-    /// ([`EntryRow::order`]).
+    /// Encoded transaction identities: the own identities of holds and purchases (new, as a
+    /// rule) and [`targets`](Self::targets).
     pub txns: Vec<Vec<u8>>,
+    /// The transaction identities completions and reversals act on: slots expected to exist.
+    /// A store must also read the orders these slots hold ([`EntryRow::order`]; a reversal
+    /// reopens its original's order). A hold or purchase never touches the order of a slot
+    /// already under its own identity: it is answered 94 or 05 before any order is looked at.
+    pub targets: Vec<Vec<u8>>,
     /// Orders named by payments.
     pub orders: Vec<OrderRef>,
 }
@@ -137,6 +142,7 @@ impl BatchKeys {
         self.accounts.clear();
         self.idem.clear();
         self.txns.clear();
+        self.targets.clear();
         self.orders.clear();
     }
 
@@ -160,7 +166,11 @@ impl BatchKeys {
                     });
                 }
             }
-            TxnKind::Completion | TxnKind::Reversal => self.txns.push(encode(&req.target_txn())),
+            TxnKind::Completion | TxnKind::Reversal => {
+                let target = encode(&req.target_txn());
+                self.txns.push(target.clone());
+                self.targets.push(target);
+            }
             TxnKind::BalanceInquiry | TxnKind::Unsupported | TxnKind::NetworkManagement(_) => {}
         }
     }
@@ -174,6 +184,7 @@ impl BatchKeys {
         sort_dedup(&mut self.accounts);
         sort_dedup(&mut self.idem);
         sort_dedup(&mut self.txns);
+        sort_dedup(&mut self.targets);
         sort_dedup(&mut self.orders);
     }
 }
@@ -354,7 +365,7 @@ mod tests {
     use super::*;
     use crate::engine::{EngineConfig, Output};
     use crate::luhn;
-    use crate::message::{Mti, OriginalData, ProcessingCode, Response, TerminalId};
+    use crate::message::{Mti, OriginalData, ProcessingCode, Response, ResponseCode, TerminalId};
     use crate::time::Now;
 
     const NOW: i64 = 1_749_988_800;
@@ -368,10 +379,33 @@ mod tests {
         idem: BTreeMap<Vec<u8>, Vec<u8>>,
         txns: BTreeMap<Vec<u8>, EntryRow>,
         approvals: u64,
+        /// Optimistic attempts that had to run again.
+        conflicts: usize,
     }
 
     impl MapStore {
+        /// Runs a batch as the PostgreSQL store does: first optimistically, reading only the
+        /// accounts, the orders and the targets of completions and reversals and taking
+        /// every other key as new; if that would insert a key that exists (the database's
+        /// unique index refuses it and the transaction rolls back), again reading every key.
         fn run_batch(&mut self, now: Now, reqs: &[Request]) -> Vec<Response> {
+            match self.try_batch(now, reqs, true) {
+                Some(answers) => answers,
+                None => {
+                    self.conflicts += 1;
+                    self.try_batch(now, reqs, false)
+                        .expect("a batch that read every key inserts no existing key")
+                }
+            }
+        }
+
+        /// One attempt; `None` (and nothing written) when it would insert an existing key.
+        fn try_batch(
+            &mut self,
+            now: Now,
+            reqs: &[Request],
+            optimistic: bool,
+        ) -> Option<Vec<Response>> {
             let mut keys = BatchKeys::default();
             for r in reqs {
                 keys.add(r);
@@ -385,10 +419,17 @@ mod tests {
                 }
             }
             let mut orders = keys.orders.clone();
-            for k in &keys.txns {
+            let read_txns = if optimistic {
+                &keys.targets
+            } else {
+                &keys.txns
+            };
+            for k in read_txns {
                 if let Some(row) = self.txns.get(k) {
                     ws.put_txn(k, &row.value).unwrap();
-                    orders.extend(row.order.clone());
+                    if keys.targets.contains(k) {
+                        orders.extend(row.order.clone());
+                    }
                 }
             }
             for o in &orders {
@@ -396,9 +437,11 @@ mod tests {
                     ws.put_order(row).unwrap();
                 }
             }
-            for k in &keys.idem {
-                if let Some(v) = self.idem.get(k) {
-                    ws.put_idem(k, v).unwrap();
+            if !optimistic {
+                for k in &keys.idem {
+                    if let Some(v) = self.idem.get(k) {
+                        ws.put_idem(k, v).unwrap();
+                    }
                 }
             }
             let mut out = Vec::new();
@@ -406,6 +449,30 @@ mod tests {
                 ws.handle_request(now, i as u64, r.clone(), &mut out);
             }
             assert!(ws.is_settled());
+            let mut idem = Vec::new();
+            for k in &keys.idem {
+                if let Some(row) = ws.idem_row(k).unwrap() {
+                    if optimistic && self.idem.contains_key(k) {
+                        return None;
+                    }
+                    idem.push(row);
+                }
+            }
+            let mut txns = Vec::new();
+            for k in &keys.txns {
+                if let Some(row) = ws.txn_row(k).unwrap() {
+                    if !read_txns.contains(k) && self.txns.contains_key(k) {
+                        return None;
+                    }
+                    txns.push(row);
+                }
+            }
+            for row in idem {
+                self.idem.insert(row.key, row.value);
+            }
+            for row in txns {
+                self.txns.insert(row.key.clone(), row);
+            }
             for pan in &keys.accounts {
                 if let Some(row) = ws.account_row(pan) {
                     self.accounts.insert(*pan, row);
@@ -416,16 +483,6 @@ mod tests {
                     self.orders.insert(o.clone(), row);
                 }
             }
-            for k in &keys.idem {
-                if let Some(row) = ws.idem_row(k).unwrap() {
-                    self.idem.insert(k.clone(), row.value);
-                }
-            }
-            for k in &keys.txns {
-                if let Some(row) = ws.txn_row(k).unwrap() {
-                    self.txns.insert(k.clone(), row);
-                }
-            }
             self.approvals = ws.approvals();
             let mut answers = vec![None; reqs.len()];
             for o in out {
@@ -434,10 +491,12 @@ mod tests {
                     Output::ToShard { .. } => panic!("a working set sent a peer message"),
                 }
             }
-            answers
-                .into_iter()
-                .map(|a| a.expect("every request answered"))
-                .collect()
+            Some(
+                answers
+                    .into_iter()
+                    .map(|a| a.expect("every request answered"))
+                    .collect(),
+            )
         }
     }
 
@@ -636,5 +695,44 @@ mod tests {
                 prop_assert_eq!(store.orders.get(&key).cloned(), reference.order_row(&key));
             }
         }
+    }
+
+    #[test]
+    fn an_optimistic_batch_that_meets_an_existing_key_runs_again_reading_it() {
+        let now = Now::from_unix_secs(NOW);
+        let mut store = MapStore::default();
+        let account = Account {
+            pan: card(0),
+            expiry: Yymm::from_digits(b"3012").unwrap(),
+            status: CardStatus::Active,
+            currency: 840,
+            balance: 10_000,
+            daily_limit: 100_000,
+        };
+        store
+            .accounts
+            .insert(account.pan, AccountRow::from(&account));
+        let reqs = requests(&[
+            Op::Purchase {
+                card: 0,
+                amount: 700,
+                order: None,
+            },
+            Op::Retransmit { target: 0 },
+        ]);
+        let first = store.run_batch(now, &reqs[..1]);
+        assert_eq!(first[0].code, ResponseCode::Approved);
+        assert_eq!(store.conflicts, 0, "a new key needs no second attempt");
+        let debited = store.accounts[&account.pan].balance;
+        assert!(debited < account.balance);
+        // The retransmission's idempotency key exists: the optimistic attempt would insert
+        // it again, so the batch runs again, reads it and replays the answer.
+        let again = store.run_batch(now, &reqs[1..]);
+        assert_eq!(store.conflicts, 1);
+        assert_eq!(again, first);
+        assert_eq!(
+            store.accounts[&account.pan].balance, debited,
+            "debited once"
+        );
     }
 }

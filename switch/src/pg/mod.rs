@@ -10,12 +10,12 @@
 //! as one database transaction, in two round trips:
 //!
 //! 1. `BEGIN`, then the rows the batch reads ([`routing::BatchKeys`]) with `SELECT ... FOR
-//!    UPDATE`: accounts, transaction slots, orders (those the requests name and those the
-//!    slots hold), idempotency entries, and a block of approval codes. The statements are
-//!    pipelined: one round trip. Accounts are locked with `SKIP LOCKED`: a card that another
-//!    transaction (on this replica or another) holds right now is not waited for; its
-//!    requests are deferred to the worker's next batch, ahead of newer ones. Without this,
-//!    batches of a few hundred random cards nearly always share a card with a batch of
+//!    UPDATE`: accounts, the transaction slots completions and reversals act on, orders (those
+//!    the requests name and those the slots hold), and a block of approval codes. The
+//!    statements are pipelined: one round trip. Accounts are locked with `SKIP LOCKED`: a card
+//!    that another transaction (on this replica or another) holds right now is not waited
+//!    for; its requests are deferred to the worker's next batch, ahead of newer ones. Without
+//!    this, batches of a few hundred random cards nearly always share a card with a batch of
 //!    another replica and would run one after the other, each waiting for the other's
 //!    commit.
 //! 2. The rows go into a one-shard working set of the routing engine
@@ -26,27 +26,49 @@
 //!    the commit succeeded, so an answer is never ahead of the database (group commit: one
 //!    fsync of PostgreSQL's WAL covers the whole batch).
 //!
+//! **Optimistic first attempt.** Nearly every request carries a new idempotency key and (a
+//! hold or purchase) a new transaction identity, and looking each up only to find nothing was
+//! a fifth of the database's work. So a batch first runs *optimistically*: it does not read
+//! idempotency entries or the own slots of holds and purchases, the engine takes them as new,
+//! and the plain `INSERT`s of round trip 2 prove it: if one of those keys exists after all (a
+//! retransmission, a late original, a key another batch just created) the unique index
+//! refuses it, the whole transaction rolls back, and the batch runs again reading every key,
+//! as before. After a batch that found such a key the worker stays pessimistic until a batch
+//! finds none, so a burst of retransmissions costs one extra attempt, not one per batch.
+//!
+//! **Cards not returned.** `SKIP LOCKED` cannot tell a card locked elsewhere from a card that
+//! does not exist. Rather than look every card up a second time, a request whose card was not
+//! returned waits for the next batch, and this batch's round trip 2 asks which of those cards
+//! exist (`SELECT pan`, before `COMMIT`). In the next batch a card found missing is answered
+//! as unknown (14) if it is still not returned; one found existing keeps waiting for its lock.
+//! An unknown card therefore costs one extra batch of latency; a card imported in between is
+//! seen as soon as a batch locks it.
+//!
 //! # Why this is correct with several replicas (isolation argument)
 //!
 //! The transactions run under PostgreSQL's default READ COMMITTED isolation and rely on row
 //! locks and unique keys only:
 //!
-//! - Every row a batch decides on is locked (`FOR UPDATE`) before it is read, and stays locked
-//!   until the batch commits. A decision therefore sees the latest committed version of each
-//!   account, order, slot and entry it touches, and no other batch (on any replica) can change
-//!   them until it committed: no overdraft, no order paid twice, one daily limit per card.
-//! - A row that does not exist yet (a new idempotency key, a new transaction identity) cannot
-//!   be locked. Two batches that both create it race to the `INSERT`; the primary key lets
-//!   only one commit, and the other fails with a unique violation, rolls back, and is retried
-//!   from the start: it then reads the winner's row and answers as the engine does for a known
-//!   key (the original answer, 94, or 05 after a reversal marker). A retransmission to any
-//!   replica therefore gets the original answer.
-//! - Accounts are never waited for (`SKIP LOCKED`; a request whose card exists but was not
-//!   locked is deferred, never decided without its row). The other rows are locked in one
-//!   global order (slots, orders, idempotency entries, each sorted by key; inserts sorted
-//!   too), so two batches never wait on each other in a cycle. A deadlock or serialization
-//!   failure (40P01, 40001) is retried anyway, up to [`MAX_ATTEMPTS`] times. A request
-//!   deferred for longer than `store_timeout_ms` is answered 96, nothing applied.
+//! - Every existing row a batch decides on is locked (`FOR UPDATE`) before it is read, and
+//!   stays locked until the batch commits. A decision therefore sees the latest committed
+//!   version of each account, order and target slot it touches, and no other batch (on any
+//!   replica) can change them until it committed: no overdraft, no order paid twice, one
+//!   daily limit per card.
+//! - A row a batch takes as new (every key of an optimistic attempt that it does not read, and
+//!   any key a pessimistic read did not find) cannot be locked. Its `INSERT` is the check:
+//!   the primary key lets only one transaction commit a key, and a batch whose key exists, or
+//!   is being inserted by another transaction (it waits for that one to end), fails with a
+//!   unique violation, rolls back, and is retried from the start reading every key: it then
+//!   reads the winner's row and answers as the engine does for a known key (the original
+//!   answer, 94, or 05 after a reversal marker). A retransmission to any replica therefore
+//!   gets the original answer, and nothing is applied twice.
+//! - Accounts are never waited for (`SKIP LOCKED`; a request whose card was not locked is
+//!   deferred, never decided without its row, unless its card was just found not to exist).
+//!   The other rows are locked in one global order (slots, orders, idempotency entries, each
+//!   sorted by key; inserts sorted too), so two batches never wait on each other in a cycle.
+//!   A deadlock or serialization failure (40P01, 40001) is retried anyway, up to
+//!   [`MAX_ATTEMPTS`] times. A request deferred for longer than `store_timeout_ms` is
+//!   answered 96, nothing applied.
 //! - Read-after-write across replicas: an answer leaves after its commit, and a later balance
 //!   inquiry on any replica locks and reads the committed row.
 //!

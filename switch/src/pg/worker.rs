@@ -67,7 +67,7 @@ impl Statements {
                 "SELECT id, slot FROM transactions WHERE id = ANY($1::bytea[])
                      ORDER BY id FOR UPDATE"
             ),
-            // The orders the requests name, and those the slots' payments hold (a
+            // The orders the requests name, and those the targets' payments hold (a
             // reversal reopens the order of its original).
             c.prepare(
                 "SELECT o.merchant_id, o.order_id, o.amount, o.currency, o.status, o.paid_by
@@ -203,6 +203,12 @@ pub(super) struct Worker {
     unreachable: Arc<AtomicBool>,
     conn: Option<(Client, Statements)>,
     keys: BatchKeys,
+    /// Whether the next batch starts with an optimistic attempt (module docs).
+    optimistic: bool,
+    /// What the last batch found out about the cards of deferred requests: those that
+    /// exist (their requests wait for the card) and those that do not (answered 14).
+    existing: HashSet<Pan>,
+    missing: HashSet<Pan>,
 }
 
 impl Worker {
@@ -225,6 +231,9 @@ impl Worker {
             unreachable,
             conn: None,
             keys: BatchKeys::default(),
+            optimistic: true,
+            existing: HashSet::new(),
+            missing: HashSet::new(),
         }
     }
 
@@ -291,6 +300,7 @@ impl Worker {
         }
         self.keys.finish();
         let mut attempts = 0;
+        let mut optimistic = self.optimistic;
         let outcome = loop {
             if self.conn.is_none() {
                 match tokio::time::timeout_at(deadline, self.open()).await {
@@ -311,10 +321,12 @@ impl Worker {
                     }
                 }
             }
-            match tokio::time::timeout_at(deadline, self.attempt(batch, now)).await {
-                Ok(Ok(responses)) => break Ok(responses),
+            match tokio::time::timeout_at(deadline, self.attempt(batch, now, optimistic)).await {
+                Ok(Ok(decided)) => break Ok(decided),
                 Ok(Err(Failure::Conflict)) => {
                     self.rollback(deadline).await;
+                    // Whatever the conflict, the next attempt reads every key.
+                    optimistic = false;
                     attempts += 1;
                     self.metrics.store_retries.inc();
                     if attempts >= MAX_ATTEMPTS {
@@ -342,11 +354,21 @@ impl Worker {
             .store_batch_seconds
             .observe(started.elapsed().as_secs_f64());
         match outcome {
-            Ok(responses) => {
+            Ok(Decided {
+                mut responses,
+                met_existing_keys,
+                probed,
+                found,
+            }) => {
+                // A batch that found a retransmission (or a late original) reads every key
+                // next time too; one that found none tries the optimistic way again.
+                self.optimistic = !met_existing_keys;
+                self.missing = probed.difference(&found).copied().collect();
+                self.existing.extend(found);
                 let mut answered = before - batch.len();
                 let mut i = 0;
                 batch.retain(|q| {
-                    let response = responses[i].clone();
+                    let response = responses[i].take();
                     i += 1;
                     match response {
                         Some(r) => {
@@ -357,6 +379,9 @@ impl Worker {
                         None => true,
                     }
                 });
+                let waiting: HashSet<Pan> =
+                    batch.iter().filter_map(|q| q.job.request.pan).collect();
+                self.existing.retain(|p| waiting.contains(p));
                 answered
             }
             Err(why) => {
@@ -408,8 +433,15 @@ impl Worker {
 
     /// One attempt: read and lock, decide, write and commit. Returns the answers in batch
     /// order once committed; `None` for a request deferred because its card is locked by
-    /// another transaction.
-    async fn attempt(&self, batch: &[Queued], now: Now) -> Result<Vec<Option<Response>>, Failure> {
+    /// another transaction (or not known yet to exist). An `optimistic` attempt does not read
+    /// idempotency entries or the own transaction slots of holds and purchases: it takes them
+    /// as new, and the unique index refuses the batch if one was not (module docs).
+    async fn attempt(
+        &self,
+        batch: &[Queued],
+        now: Now,
+        optimistic: bool,
+    ) -> Result<Decided, Failure> {
         let (client, st) = self
             .conn
             .as_ref()
@@ -419,6 +451,8 @@ impl Worker {
         let mut ws = Shard::working_set(self.engine.clone());
         let stateless = keys.accounts.is_empty() && keys.idem.is_empty();
         let mut loaded = Loaded::default();
+        let mut decided = Decided::default();
+        let mut probe: Vec<&str> = Vec::new();
         if !stateless {
             // Round trip 1: lock and read every row the batch may touch.
             let pans: Vec<&str> = keys.accounts.iter().map(pan_str).collect();
@@ -427,33 +461,52 @@ impl Worker {
                 .iter()
                 .filter_map(|o| Some((merchant_str(&o.merchant)?, o.order_id.as_str())))
                 .unzip();
+            let txn_keys = if optimistic {
+                &keys.targets
+            } else {
+                &keys.txns
+            };
             let p_accounts: [&(dyn ToSql + Sync); 1] = [&pans];
-            let p_txns: [&(dyn ToSql + Sync); 1] = [&keys.txns];
-            let p_orders: [&(dyn ToSql + Sync); 3] = [&merchants, &order_ids, &keys.txns];
+            let p_txns: [&(dyn ToSql + Sync); 1] = [txn_keys];
+            let p_orders: [&(dyn ToSql + Sync); 3] = [&merchants, &order_ids, &keys.targets];
             let p_idem: [&(dyn ToSql + Sync); 1] = [&keys.idem];
-            let (begin, existing, accounts, txns, orders, idem, block) = tokio::join!(
+            // A statement with nothing to look up is not sent at all.
+            let query_if = |wanted: bool, statement, params| async move {
+                if wanted {
+                    client.query(statement, params).await
+                } else {
+                    Ok(Vec::new())
+                }
+            };
+            let (begin, accounts, txns, orders, idem, block) = tokio::join!(
                 client.execute(&st.begin, &[]),
-                client.query(&st.select_existing, &p_accounts),
-                client.query(&st.select_accounts, &p_accounts),
-                client.query(&st.select_txns, &p_txns),
-                client.query(&st.select_orders, &p_orders),
-                client.query(&st.select_idem, &p_idem),
+                query_if(!pans.is_empty(), &st.select_accounts, &p_accounts[..]),
+                query_if(!txn_keys.is_empty(), &st.select_txns, &p_txns[..]),
+                query_if(
+                    !merchants.is_empty() || !keys.targets.is_empty(),
+                    &st.select_orders,
+                    &p_orders[..]
+                ),
+                query_if(!optimistic, &st.select_idem, &p_idem[..]),
                 client.query_one(&st.next_block, &[]),
             );
             begin?;
-            let (existing, accounts) = (existing?, accounts?);
-            let (txns, orders, idem, block) = (txns?, orders?, idem?, block?);
+            let (accounts, txns, orders, idem, block) = (accounts?, txns?, orders?, idem?, block?);
             let block: i64 = block.try_get(0)?;
             ws.set_approvals((block as u64).wrapping_mul(MAX_BATCH as u64));
             loaded.fill(&mut ws, &accounts, &txns, &orders, &idem)?;
-            // Cards that exist but were not locked (SKIP LOCKED): another transaction holds
-            // them. Their requests wait for the next batch instead of this one waiting.
-            for row in &existing {
-                let pan: &str = row.try_get(0)?;
-                if let Ok(pan) = Pan::from_digits(pan.as_bytes()) {
-                    if !loaded.accounts.contains_key(&pan) {
-                        loaded.deferred.insert(pan);
-                    }
+            decided.met_existing_keys = !idem.is_empty() || txns.len() > loaded.targets_found(keys);
+            // A card not returned is locked by another transaction (SKIP LOCKED) or does not
+            // exist. Unless the last batch found out which, its requests wait for the next
+            // batch, and this batch's second round trip finds out (module docs).
+            for pan in &keys.accounts {
+                if loaded.accounts.contains_key(pan) || self.missing.contains(pan) {
+                    continue;
+                }
+                loaded.deferred.insert(*pan);
+                if !self.existing.contains(pan) {
+                    probe.push(pan_str(pan));
+                    decided.probed.insert(*pan);
                 }
             }
         }
@@ -476,15 +529,16 @@ impl Worker {
                 "the working set left a decision in flight"
             )));
         }
-        let mut responses: Vec<Option<Response>> = vec![None; batch.len()];
+        decided.responses = vec![None; batch.len()];
         for o in out {
             if let Output::Reply { token, response } = o {
-                if let Some(r) = responses.get_mut(token as usize) {
+                if let Some(r) = decided.responses.get_mut(token as usize) {
                     *r = Some(response);
                 }
             }
         }
-        if responses
+        if decided
+            .responses
             .iter()
             .zip(&deferred)
             .any(|(r, d)| r.is_none() != *d)
@@ -492,14 +546,15 @@ impl Worker {
             return Err(Failure::Fatal(anyhow!("a request got no answer")));
         }
         if stateless {
-            return Ok(responses);
+            return Ok(decided);
         }
 
         let t1 = Instant::now();
-        // Round trip 2: write what changed, then commit, pipelined.
+        // Round trip 2: write what changed, find out which unreturned cards exist, then
+        // commit, pipelined.
         let w = Writes::collect(&ws, keys, &loaded, now)?;
         let mut calls: Vec<Call<'_>> = Vec::new();
-        let call = |statement, params| execute(client, statement, params);
+        let call = |statement, params| query(client, statement, params);
         if !w.acc_pan.is_empty() {
             calls.push(call(
                 &st.update_accounts,
@@ -552,34 +607,67 @@ impl Worker {
             let e = &w.idem_changed;
             calls.push(call(&st.update_idem, vec![&e.key, &e.value, &e.expires]));
         }
+        let probe_at = calls.len();
+        if !probe.is_empty() {
+            calls.push(call(&st.select_existing, vec![&probe]));
+        }
         calls.push(call(&st.commit, vec![]));
         // Every statement is sent before any answer is awaited; the first error decides
         // (after one, PostgreSQL ignores the rest and COMMIT rolls back).
         let t2 = Instant::now();
-        for result in futures::future::join_all(calls).await {
-            result?;
+        let mut existing = Vec::new();
+        for (i, result) in futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            let rows = result?;
+            if i == probe_at && !probe.is_empty() {
+                existing = rows;
+            }
+        }
+        for row in &existing {
+            let pan: &str = row.try_get(0)?;
+            if let Ok(pan) = Pan::from_digits(pan.as_bytes()) {
+                decided.found.insert(pan);
+            }
         }
         tracing::debug!(
             worker = self.id,
             requests = batch.len(),
+            optimistic,
             read_and_decide_us = (t1 - t0).as_micros() as u64,
             collect_us = (t2 - t1).as_micros() as u64,
             write_and_commit_us = t2.elapsed().as_micros() as u64,
             "store batch"
         );
-        Ok(responses)
+        Ok(decided)
     }
 }
 
-type Call<'a> = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> + Send + 'a>>;
+/// What a committed attempt decided and found out.
+#[derive(Default)]
+struct Decided {
+    /// The answers in batch order; `None` for a deferred request.
+    responses: Vec<Option<Response>>,
+    /// Whether it read an idempotency entry or a transaction slot that was not a target of
+    /// a completion or reversal (a retransmission, a late original).
+    met_existing_keys: bool,
+    /// Cards it asked about (deferred, not returned, not known to exist).
+    probed: HashSet<Pan>,
+    /// Of those, the cards that exist.
+    found: HashSet<Pan>,
+}
+
+type Call<'a> = Pin<Box<dyn Future<Output = Result<Vec<Row>, tokio_postgres::Error>> + Send + 'a>>;
 
 /// One statement of round trip 2, sent when first polled.
-fn execute<'a>(
+fn query<'a>(
     client: &'a Client,
     statement: &'a Statement,
     params: Vec<&'a (dyn ToSql + Sync)>,
 ) -> Call<'a> {
-    Box::pin(async move { client.execute(statement, &params).await })
+    Box::pin(async move { client.query(statement, &params).await })
 }
 
 /// The rows read in round trip 1, to tell what the batch changed.
@@ -626,6 +714,16 @@ impl Loaded {
             self.idem.insert(key, entry);
         }
         Ok(())
+    }
+}
+
+impl Loaded {
+    /// How many of the slots read are targets of completions and reversals.
+    fn targets_found(&self, keys: &BatchKeys) -> usize {
+        self.txns
+            .keys()
+            .filter(|k| keys.targets.binary_search(k).is_ok())
+            .count()
     }
 }
 
