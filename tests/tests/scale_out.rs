@@ -453,6 +453,17 @@ async fn three_replicas_share_one_ledger_through_haproxy_and_a_crash() {
         }
     }
 
+    // Approval codes come from blocks no two replicas share (nor one replica after its
+    // restart): no code was given twice.
+    let mut codes: HashMap<&str, &Key> = HashMap::new();
+    for (k, (code, approval)) in &answered {
+        if let (true, Some(approval)) = (code == "00", approval) {
+            if let Some(other) = codes.insert(approval.as_str(), k) {
+                panic!("approval code {approval} given to {other:?} and {k:?}");
+            }
+        }
+    }
+
     // Every approval the clients saw is applied exactly once, and nothing else is.
     for s in &all_sent {
         let (code, _) = &answered[&key_of(&s.req)];

@@ -8,7 +8,13 @@ use anyhow::Context;
 use tokio_postgres::Client;
 
 /// The migrations, in order; a version is applied once and never edited afterwards.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../../migrations/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/0002_c_collation_and_code_blocks.sql"),
+    ),
+];
 
 /// Applies the migrations not yet applied, in one transaction under an advisory lock, so that
 /// replicas starting together neither race nor half-apply (lock key 85831: "8583" + "1").
