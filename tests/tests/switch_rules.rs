@@ -1,8 +1,58 @@
 //! The rules of PROTOCOL.md section 2, over TCP against a real switch on loopback, one test per
 //! rule or response code. (Every rule is also unit-tested in `routing`; these prove the wire:
 //! field extraction, format errors, echoes, response MTIs.)
+//!
+//! Each test runs twice: `embedded::` on the default store, and `postgres::` on the scale-out
+//! store (a fresh database per test; skipped with a message when no PostgreSQL answers, see
+//! `tests::pg`), so that every rule holds on both, including the store's reads of holds,
+//! reversal targets and the orders they reopen.
 
+use tests::pg::TestDatabase;
 use tests::{luhn_pan, Client, Req, TestSwitch};
+
+/// Which store a test runs on.
+enum Store {
+    Embedded,
+    Postgres(String),
+}
+
+/// Generates `embedded::NAME` and `postgres::NAME` for each `async fn NAME(store: Store)`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Store::Embedded).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let test = concat!("switch_rules::postgres::", stringify!($name));
+                    if let Some(url) = tests::pg::pg_test_url(test) {
+                        super::$name(super::Store::Postgres(url)).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    approved_purchase_echoes_fields_and_carries_approval_code,
+    replay_returns_the_original_answer_and_applies_once,
+    card_status_expiry_currency_and_amount_codes,
+    daily_limit_counts_approved_debits_up_to_equality,
+    format_errors_answer_30_with_stan_echoed,
+    network_management_and_unsupported_mti,
+    reversal_undoes_once_and_late_original_is_declined,
+    holds_complete_once_within_the_held_amount,
+    orders_are_paid_once_and_reopened_by_reversal,
+    balance_inquiry_in_a_zero_exponent_currency,
+);
 
 struct Cards {
     active: String,
@@ -28,7 +78,7 @@ fn cards() -> Cards {
 
 const MERCHANT: &str = "MERCHANT0000001";
 
-async fn switch() -> (TestSwitch, Cards) {
+async fn switch(store: &Store) -> (TestSwitch, Cards, Option<TestDatabase>) {
     let c = cards();
     let accounts = format!(
         "pan,expiry,status,currency,balance,daily_limit\n\
@@ -48,7 +98,13 @@ async fn switch() -> (TestSwitch, Cards) {
          ORD-PAID,{MERCHANT},10.00,840,paid\n\
          ORD-CANC,{MERCHANT},10.00,840,cancelled\n"
     );
-    (TestSwitch::start(&accounts, &orders).await, c)
+    match store {
+        Store::Embedded => (TestSwitch::start(&accounts, &orders).await, c, None),
+        Store::Postgres(url) => {
+            let (sw, db) = tests::pg::start_switch(url, &accounts, &orders).await;
+            (sw, c, Some(db))
+        }
+    }
 }
 
 fn purchase(pan: &str, amount: u64, stan: u32) -> Req {
@@ -66,9 +122,8 @@ async fn balance(client: &mut Client, pan: &str, stan: u32) -> String {
     r.get(54).expect("DE 54").to_owned()
 }
 
-#[tokio::test]
-async fn approved_purchase_echoes_fields_and_carries_approval_code() {
-    let (sw, c) = switch().await;
+async fn approved_purchase_echoes_fields_and_carries_approval_code(store: Store) {
+    let (sw, c, _db) = switch(&store).await;
     let mut client = sw.client().await;
     let req = purchase(&c.active, 1250, 1)
         .set(37, "511514000101")
@@ -91,9 +146,8 @@ async fn approved_purchase_echoes_fields_and_carries_approval_code() {
     );
 }
 
-#[tokio::test]
-async fn replay_returns_the_original_answer_and_applies_once() {
-    let (sw, c) = switch().await;
+async fn replay_returns_the_original_answer_and_applies_once(store: Store) {
+    let (sw, c, _db) = switch(&store).await;
     let mut client = sw.client().await;
     let req = purchase(&c.active, 10_000, 7);
     let first = client.call("0200", &req.list()).await;
@@ -119,9 +173,8 @@ async fn replay_returns_the_original_answer_and_applies_once() {
     );
 }
 
-#[tokio::test]
-async fn card_status_expiry_currency_and_amount_codes() {
-    let (sw, c) = switch().await;
+async fn card_status_expiry_currency_and_amount_codes(store: Store) {
+    let (sw, c, _db) = switch(&store).await;
     let mut client = sw.client().await;
     let cases = [
         (purchase(&luhn_pan("499999000000009"), 100, 1), "14"),
@@ -152,9 +205,8 @@ async fn card_status_expiry_currency_and_amount_codes() {
     assert_eq!(yen.code(), "00");
 }
 
-#[tokio::test]
-async fn daily_limit_counts_approved_debits_up_to_equality() {
-    let (sw, c) = switch().await;
+async fn daily_limit_counts_approved_debits_up_to_equality(store: Store) {
+    let (sw, c, _db) = switch(&store).await;
     let mut client = sw.client().await;
     assert_eq!(
         client
@@ -179,9 +231,8 @@ async fn daily_limit_counts_approved_debits_up_to_equality() {
     );
 }
 
-#[tokio::test]
-async fn format_errors_answer_30_with_stan_echoed() {
-    let (sw, c) = switch().await;
+async fn format_errors_answer_30_with_stan_echoed(store: Store) {
+    let (sw, c, _db) = switch(&store).await;
     let mut client = sw.client().await;
     let r = client
         .call("0200", &purchase(&c.active, 100, 42).without(41).list())
@@ -217,9 +268,8 @@ async fn format_errors_answer_30_with_stan_echoed() {
     assert_eq!(r.code(), "00");
 }
 
-#[tokio::test]
-async fn network_management_and_unsupported_mti() {
-    let (sw, _) = switch().await;
+async fn network_management_and_unsupported_mti(store: Store) {
+    let (sw, _, _db) = switch(&store).await;
     let mut client = sw.client().await;
     for (code, want) in [("001", "00"), ("002", "00"), ("301", "00"), ("999", "12")] {
         let fields = vec![
@@ -243,9 +293,8 @@ async fn network_management_and_unsupported_mti() {
     assert_eq!((r.mti.as_str(), r.code()), ("0310", "12"));
 }
 
-#[tokio::test]
-async fn reversal_undoes_once_and_late_original_is_declined() {
-    let (sw, c) = switch().await;
+async fn reversal_undoes_once_and_late_original_is_declined(store: Store) {
+    let (sw, c, _db) = switch(&store).await;
     let mut client = sw.client().await;
     let original = purchase(&c.active, 5000, 100);
     assert_eq!(client.call("0200", &original.list()).await.code(), "00");
@@ -275,9 +324,8 @@ async fn reversal_undoes_once_and_late_original_is_declined() {
     assert_eq!(client.call("0400", &wrong_pan.list()).await.code(), "25");
 }
 
-#[tokio::test]
-async fn holds_complete_once_within_the_held_amount() {
-    let (sw, c) = switch().await;
+async fn holds_complete_once_within_the_held_amount(store: Store) {
+    let (sw, c, _db) = switch(&store).await;
     let mut client = sw.client().await;
     let hold = purchase(&c.active, 10_000, 1);
     let r = client.call("0100", &hold.list()).await;
@@ -303,9 +351,8 @@ async fn holds_complete_once_within_the_held_amount() {
     assert_eq!(client.call("0220", &unknown.list()).await.code(), "25");
 }
 
-#[tokio::test]
-async fn orders_are_paid_once_and_reopened_by_reversal() {
-    let (sw, c) = switch().await;
+async fn orders_are_paid_once_and_reopened_by_reversal(store: Store) {
+    let (sw, c, _db) = switch(&store).await;
     let mut client = sw.client().await;
     let pay = |amount, stan, order: &str| {
         purchase(&c.active, amount, stan)
@@ -360,9 +407,8 @@ async fn orders_are_paid_once_and_reopened_by_reversal() {
     );
 }
 
-#[tokio::test]
-async fn balance_inquiry_in_a_zero_exponent_currency() {
-    let (sw, c) = switch().await;
+async fn balance_inquiry_in_a_zero_exponent_currency(store: Store) {
+    let (sw, c, _db) = switch(&store).await;
     let mut client = sw.client().await;
     let r = client
         .call(
