@@ -251,6 +251,30 @@ fn block_on<T: Send + 'static>(
     .map_err(|_| "the PostgreSQL helper thread panicked".to_owned())?
 }
 
+/// A switch on the PostgreSQL store: a fresh database on the server of `url` with these data
+/// files (CSV text, header included) imported by `switch import`'s own code, one store worker.
+/// Keep the database as long as the switch runs.
+pub async fn start_switch(
+    url: &str,
+    accounts_csv: &str,
+    orders_csv: &str,
+) -> (crate::TestSwitch, TestDatabase) {
+    let db = TestDatabase::create(url);
+    let data = tempfile::tempdir().expect("temp dir");
+    std::fs::write(data.path().join("accounts.csv"), accounts_csv).expect("write accounts");
+    std::fs::write(data.path().join("orders.csv"), orders_csv).expect("write orders");
+    switch::pg::import(&db.url, data.path())
+        .await
+        .unwrap_or_else(|e| panic!("import into the test database: {e:#}"));
+    let store = db.url.clone();
+    let sw = crate::TestSwitch::start_with(accounts_csv, orders_csv, |c| {
+        c.store = Some(store);
+        c.shards = 1;
+    })
+    .await;
+    (sw, db)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,28 +347,4 @@ mod tests {
         .expect("query");
         assert_eq!(exists, 0, "dropped");
     }
-}
-
-/// A switch on the PostgreSQL store: a fresh database on the server of `url` with these data
-/// files (CSV text, header included) imported by `switch import`'s own code, one store worker.
-/// Keep the database as long as the switch runs.
-pub async fn start_switch(
-    url: &str,
-    accounts_csv: &str,
-    orders_csv: &str,
-) -> (crate::TestSwitch, TestDatabase) {
-    let db = TestDatabase::create(url);
-    let data = tempfile::tempdir().expect("temp dir");
-    std::fs::write(data.path().join("accounts.csv"), accounts_csv).expect("write accounts");
-    std::fs::write(data.path().join("orders.csv"), orders_csv).expect("write orders");
-    switch::pg::import(&db.url, data.path())
-        .await
-        .unwrap_or_else(|e| panic!("import into the test database: {e:#}"));
-    let store = db.url.clone();
-    let sw = crate::TestSwitch::start_with(accounts_csv, orders_csv, |c| {
-        c.store = Some(store);
-        c.shards = 1;
-    })
-    .await;
-    (sw, db)
 }
