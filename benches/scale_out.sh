@@ -11,7 +11,9 @@
 # 2. Embedded: one `switch` (default durability fsync), loadgen closed loop.
 # 3. Scale-out: a fresh database, `switch import`, three `switch serve --store` replicas
 #    (--proxy-protocol), HAProxy in front; the same loadgen through HAProxy.
-# 4. Prints a table (also $OUT/summary.md); reports and logs stay in $OUT.
+# 4. Prints a table (also $OUT/summary.md) with the CPU time each part used per answered
+#    request (/proc, during the measured part: steadier than the rate on a shared machine);
+#    reports and logs stay in $OUT.
 #
 # Environment: OUT (target/scale-out/<UTC time>), STORE_URL
 # (postgres://switch:switch@127.0.0.1:5432/postgres), DURATION (10s), WARMUP (2s),
@@ -62,11 +64,30 @@ wait_ready() {
   exit 1
 }
 
+# CPU time (clock ticks, user + system) used so far by the processes named $1.
+cpu_ticks() {
+  local total=0 pid
+  for pid in $(pgrep -x "$1"); do
+    # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the name.
+    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
+  done
+  echo "$total"
+}
+
+# Runs loadgen; also writes $OUT/$name.cpu: CPU ticks of switch, postgres, haproxy and the whole
+# machine (loadgen and anything else running included) during the measured part.
 load() {
   local name=$1 target=$2
   "$BIN/loadgen" --target "$target" --data-dir "$OUT/data" --connections "$CONNECTIONS" \
     --pipeline "$PIPELINE" --duration "$DURATION" --warmup "$WARMUP" --mix "$MIX" \
-    --report "$OUT/$name.json" >"$OUT/$name.out" 2>"$OUT/$name.err" || true
+    --report "$OUT/$name.json" >"$OUT/$name.out" 2>"$OUT/$name.err" &
+  local lg=$! before after
+  sleep "${WARMUP%s}"
+  before="$(cpu_ticks switch) $(cpu_ticks postgres) $(cpu_ticks haproxy) $(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)"
+  sleep "${DURATION%s}"
+  after="$(cpu_ticks switch) $(cpu_ticks postgres) $(cpu_ticks haproxy) $(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)"
+  wait "$lg" || true
+  echo "$before $after" >"$OUT/$name.cpu"
   tail -n 1 "$OUT/$name.err"
 }
 
@@ -113,19 +134,25 @@ load scale-out "$HAPROXY_BIND" >&2
 
 row() {
   local name=$1 what=$2
-  python3 - "$OUT/$name.json" "$what" <<'EOF'
+  python3 - "$OUT/$name.json" "$what" "$(getconf CLK_TCK)" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
 l = r["latency_us"]
-print(f"| {sys.argv[2]} | {r['tps']:,.0f} | {r['sent']} | {r['received']} | {r['errors']} | {r['timeouts']} | {l['p50']/1000:.2f} | {l['p99']/1000:.2f} |")
+# CPU microseconds per answered request, from the .cpu file next to the report.
+c = [int(x) for x in open(sys.argv[1][:-len("json")] + "cpu").read().split()]
+tick_us = 1e6 / int(sys.argv[3])
+us = [(c[i + 4] - c[i]) * tick_us / max(r["received"], 1) for i in range(4)]
+print(f"| {sys.argv[2]} | {r['tps']:,.0f} | {r['sent']} | {r['received']} | {r['errors']} | {r['timeouts']} | {l['p50']/1000:.2f} | {l['p99']/1000:.2f} | {us[0]:.1f} | {us[1]:.1f} | {us[2]:.1f} | {us[3]:.1f} |")
 EOF
 }
 {
   echo "Scale-out benchmark, $(date -u +%FT%TZ), $(nproc) cores, load before: $LOAD_BEFORE"
   echo "loadgen closed loop ${CONNECTIONS}x${PIPELINE}, mix $MIX, $DURATION after $WARMUP warm-up"
   echo
-  echo "| setup | answered/s | sent | received | errors | timeouts | p50 ms | p99 ms |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "CPU columns: microseconds of CPU per answered request during the measured part"
+  echo
+  echo "| setup | answered/s | sent | received | errors | timeouts | p50 ms | p99 ms | CPU switch | CPU postgres | CPU haproxy | CPU machine |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
   if [ -f "$OUT/embedded.json" ]; then row embedded "one switch, embedded store (fsync)"; fi
   row scale-out "3 replicas + PostgreSQL via HAProxy"
 } | tee "$OUT/summary.md"

@@ -168,6 +168,12 @@ impl ServeArgs {
     }
 }
 
+/// mimalloc instead of glibc's malloc: the hot path still allocates small objects per request
+/// (working-set entries, store rows, keys), and glibc's free lists and consolidation cost more
+/// of them (measured in the README, "Dependencies and why").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
