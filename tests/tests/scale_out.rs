@@ -75,6 +75,27 @@ fn run_switch(args: &[&str]) -> std::process::Output {
         .expect("run switch")
 }
 
+/// A fresh database with this file's data imported by `switch import`.
+fn imported_database(url: &str) -> TestDatabase {
+    let db = TestDatabase::create(url);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_data(&data);
+    let out = run_switch(&[
+        "import",
+        "--store",
+        &db.url,
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    db
+}
+
 /// A client straight to a replica that requires PROXY v2: a LOCAL header first.
 async fn direct(addr: SocketAddr) -> Client {
     let mut stream = TcpStream::connect(addr)
@@ -547,22 +568,7 @@ async fn an_unreachable_database_answers_96_and_turns_readiness_off() {
     let Some(url) = pg_test_url("scale-out") else {
         return;
     };
-    let db = TestDatabase::create(&url);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    write_data(&data);
-    let out = run_switch(&[
-        "import",
-        "--store",
-        &db.url,
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let db = imported_database(&url);
 
     // The same database through a forwarder the test can cut.
     let config: tokio_postgres::Config = db.url.parse().unwrap();
@@ -642,22 +648,7 @@ async fn locked_unknown_and_retransmitted_cards_through_the_store() {
     let Some(url) = pg_test_url("scale-out") else {
         return;
     };
-    let db = TestDatabase::create(&url);
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    write_data(&data);
-    let out = run_switch(&[
-        "import",
-        "--store",
-        &db.url,
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let db = imported_database(&url);
     let store = db.url.clone();
     let sw = tests::TestSwitch::start_with("", "", |c| {
         c.store = Some(store);
