@@ -405,6 +405,8 @@ pub struct Journal {
     generation: u64,
     /// Bytes durably (or, without fsync, completely) written.
     len: u64,
+    /// Records of [`Journal::append`], for callers that do not batch their own (tools and
+    /// tests; the shards encode into their own batch buffer): empty until used.
     buf: Vec<u8>,
     fsync: bool,
 }
@@ -444,7 +446,7 @@ impl Journal {
             dir: dir.to_owned(),
             generation,
             len,
-            buf: Vec::with_capacity(64 * 1024),
+            buf: Vec::new(),
             fsync,
         })
     }
