@@ -17,6 +17,7 @@ mod home;
 mod journal;
 mod order;
 mod snapshot;
+mod split_map;
 
 pub use external::{AccountRow, BatchKeys, EntryRow, OrderRef, OrderRow};
 pub use journal::Input;
@@ -28,6 +29,8 @@ use std::collections::VecDeque;
 /// SipHash. No output depends on iteration order (see "Durability hooks").
 type HashMap<K, V> = std::collections::HashMap<K, V, ahash::RandomState>;
 use std::fmt;
+
+use split_map::SplitMap;
 
 use crate::bins::BinTable;
 use crate::data::{Account, CardStatus, Order, OrderStatus};
@@ -520,8 +523,9 @@ pub struct Shard {
     config: EngineConfig,
     accounts: HashMap<Pan, AccountState>,
     orders: HashMap<OrderKey, OrderState>,
-    idem: HashMap<IdemKey, IdemEntry>,
-    txns: HashMap<TxnId, TxnSlot>,
+    /// Split maps: these two grow to millions of entries (split_map.rs).
+    idem: SplitMap<IdemKey, IdemEntry>,
+    txns: SplitMap<TxnId, TxnSlot>,
     /// Approval codes issued, for unique codes.
     approvals: u64,
     /// By destination shard: the sequence number of the last message sent there.
@@ -554,8 +558,8 @@ impl Shard {
             config,
             accounts: HashMap::default(),
             orders: HashMap::default(),
-            idem: HashMap::default(),
-            txns: HashMap::default(),
+            idem: SplitMap::default(),
+            txns: SplitMap::default(),
             approvals: 0,
             sent: vec![0; shard_count],
             received: vec![0; shard_count],
