@@ -551,6 +551,23 @@ impl fmt::Debug for Shard {
 impl Shard {
     /// Shard `id` of `shard_count` (0 counts as 1), empty.
     pub fn new(id: usize, shard_count: usize, config: EngineConfig) -> Self {
+        Self::with_maps(
+            id,
+            shard_count,
+            config,
+            SplitMap::default,
+            SplitMap::default,
+        )
+    }
+
+    /// [`Shard::new`] with the idempotency and transaction maps `idem()` and `txns()`.
+    fn with_maps(
+        id: usize,
+        shard_count: usize,
+        config: EngineConfig,
+        idem: fn() -> SplitMap<IdemKey, IdemEntry>,
+        txns: fn() -> SplitMap<TxnId, TxnSlot>,
+    ) -> Self {
         let shard_count = shard_count.max(1);
         Self {
             id,
@@ -558,8 +575,8 @@ impl Shard {
             config,
             accounts: HashMap::default(),
             orders: HashMap::default(),
-            idem: SplitMap::default(),
-            txns: SplitMap::default(),
+            idem: idem(),
+            txns: txns(),
             approvals: 0,
             sent: vec![0; shard_count],
             received: vec![0; shard_count],

@@ -54,9 +54,22 @@ impl Spread for IdemKey {
 
 impl<K: Hash + Eq, V> Default for SplitMap<K, V> {
     fn default() -> Self {
+        Self::with_parts(PARTS)
+    }
+}
+
+impl<K: Hash + Eq, V> SplitMap<K, V> {
+    /// One table only: for a map that stays small (a store's working set holds one batch),
+    /// where 256 tables would allocate one each for a handful of entries.
+    pub(super) fn unsplit() -> Self {
+        Self::with_parts(1)
+    }
+
+    /// `parts` must divide [`PARTS`].
+    fn with_parts(parts: usize) -> Self {
         let hasher = ahash::RandomState::new();
         Self {
-            parts: (0..PARTS)
+            parts: (0..parts)
                 .map(|_| Part::with_hasher(hasher.clone()))
                 .collect(),
             len: 0,
@@ -65,8 +78,8 @@ impl<K: Hash + Eq, V> Default for SplitMap<K, V> {
 }
 
 impl<K: Hash + Eq + Spread, V> SplitMap<K, V> {
-    fn index(key: &K) -> usize {
-        key.spread() % PARTS
+    fn index(&self, key: &K) -> usize {
+        key.spread() % self.parts.len()
     }
 
     pub(super) fn len(&self) -> usize {
@@ -74,15 +87,15 @@ impl<K: Hash + Eq + Spread, V> SplitMap<K, V> {
     }
 
     pub(super) fn get(&self, key: &K) -> Option<&V> {
-        self.parts[Self::index(key)].get(key)
+        self.parts[self.index(key)].get(key)
     }
 
     pub(super) fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.parts[Self::index(key)].get_mut(key)
+        self.parts[self.index(key)].get_mut(key)
     }
 
     pub(super) fn insert(&mut self, key: K, value: V) -> Option<V> {
-        let old = self.parts[Self::index(&key)].insert(key, value);
+        let old = self.parts[self.index(&key)].insert(key, value);
         if old.is_none() {
             self.len += 1;
         }
@@ -90,7 +103,7 @@ impl<K: Hash + Eq + Spread, V> SplitMap<K, V> {
     }
 
     pub(super) fn remove(&mut self, key: &K) -> Option<V> {
-        let old = self.parts[Self::index(key)].remove(key);
+        let old = self.parts[self.index(key)].remove(key);
         if old.is_some() {
             self.len -= 1;
         }
