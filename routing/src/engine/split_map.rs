@@ -28,26 +28,26 @@ pub(super) struct SplitMap<K, V> {
     len: usize,
 }
 
-/// Which part a key goes to: below [`PARTS`], spread evenly for the keys terminals send.
+/// 16 bits of a key, uniform over the keys terminals send; [`SplitMap`] picks the part.
 pub(super) trait Spread {
-    fn spread(&self) -> usize;
+    fn spread(&self) -> u16;
 }
 
 /// STAN and date-time, multiplied by a 64-bit odd constant (Fibonacci hashing): consecutive
-/// STANs of one terminal land in different parts.
-fn spread(stan: u32, transmission: u64) -> usize {
+/// STANs of one terminal land far apart.
+fn spread(stan: u32, transmission: u64) -> u16 {
     let x = (u64::from(stan) ^ transmission.rotate_left(20)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (x >> 56) as usize
+    (x >> 48) as u16
 }
 
 impl Spread for TxnId {
-    fn spread(&self) -> usize {
+    fn spread(&self) -> u16 {
         spread(self.stan, self.transmission)
     }
 }
 
 impl Spread for IdemKey {
-    fn spread(&self) -> usize {
+    fn spread(&self) -> u16 {
         spread(self.stan, self.transmission)
     }
 }
@@ -65,7 +65,7 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
         Self::with_parts(1)
     }
 
-    /// `parts` must divide [`PARTS`].
+    /// `parts`: 1 or [`PARTS`].
     fn with_parts(parts: usize) -> Self {
         let hasher = ahash::RandomState::new();
         Self {
@@ -79,7 +79,14 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
 
 impl<K: Hash + Eq + Spread, V> SplitMap<K, V> {
     fn index(&self, key: &K) -> usize {
-        key.spread() % self.parts.len()
+        if self.parts.len() == 1 {
+            return 0;
+        }
+        // Unequal shares on purpose: part i takes (2i + 1) / 65536 of the keys (the integer
+        // square root of 16 uniform bits), so the parts fill at different rates and reach
+        // their resize points at different moments. With equal shares all 256 resized within
+        // the same few milliseconds, a stall as long as one big table's.
+        u32::from(key.spread()).isqrt() as usize
     }
 
     pub(super) fn len(&self) -> usize {
@@ -143,7 +150,7 @@ mod tests {
     use crate::message::TerminalId;
 
     impl Spread for u64 {
-        fn spread(&self) -> usize {
+        fn spread(&self) -> u16 {
             spread(*self as u32, *self >> 32)
         }
     }
@@ -184,10 +191,13 @@ mod tests {
     }
 
     #[test]
-    fn one_terminals_consecutive_stans_spread_over_the_parts() {
+    fn parts_take_their_planned_shares_of_one_terminals_stans() {
+        // Part i is planned to take (2i + 1) / 65536 of the keys: 64 keys on average, from
+        // about none (part 0) to about 128 (part 255), so no two neighbours fill alike.
         let terminal = TerminalId::new(b"TERM0001").unwrap();
         let mut split: SplitMap<TxnId, ()> = SplitMap::default();
-        for stan in 1..=(PARTS as u32 * 64) {
+        let keys = PARTS * 64;
+        for stan in 1..=keys as u32 {
             let txn = TxnId {
                 terminal,
                 stan,
@@ -195,11 +205,13 @@ mod tests {
             };
             split.insert(txn, ());
         }
-        let largest = split.parts.iter().map(|p| p.len()).max().unwrap_or(0);
-        assert!(
-            largest < 64 * 2,
-            "one part took {largest} of {} keys",
-            PARTS * 64
-        );
+        for (i, part) in split.parts.iter().enumerate() {
+            let planned = (2 * i + 1) as f64 * keys as f64 / 65_536.0;
+            let got = part.len() as f64;
+            assert!(
+                (got - planned).abs() <= 4.0 * planned.sqrt() + 3.0,
+                "part {i}: {got} keys, planned {planned:.1}"
+            );
+        }
     }
 }
