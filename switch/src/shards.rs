@@ -82,7 +82,7 @@ use crossbeam::channel::{
 use routing::{
     EngineConfig, Input, Mti, Now, Output, PeerMsg, Request, Response, ResponseCode, Shard,
 };
-use thread_priority::ThreadPriority;
+use thread_priority::{ThreadPriority, ThreadPriorityValue};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::journal::Journal;
@@ -804,11 +804,16 @@ struct SnapshotBuilder {
 
 impl SnapshotBuilder {
     fn run(self) {
-        // The lowest priority (nice 19): replaying millions of records takes a core for
-        // seconds, and at the same priority it starved the shard threads of a 2-core machine
+        // A low priority (nice 10): replaying millions of records takes a core for seconds,
+        // and at the same priority it starved the shard threads of a 2-core machine
         // (measured: open-loop p90 2.2 s at a quarter of saturation while two builders ran).
-        // A snapshot can wait; a request cannot. Under full load it finishes once load eases.
-        if let Err(e) = thread_priority::set_current_thread_priority(ThreadPriority::Min) {
+        // Not the lowest (19): under full load that left snapshots waiting indefinitely; at
+        // nice 10 a builder still gets about a tenth of a busy core. The crate maps 0..=99
+        // onto nice 19..=-20; 22 is nice 10.
+        let nice_10 = ThreadPriorityValue::try_from(22u8).map(ThreadPriority::Crossplatform);
+        if let Err(e) = nice_10.map_err(|e| e.to_string()).and_then(|p| {
+            thread_priority::set_current_thread_priority(p).map_err(|e| e.to_string())
+        }) {
             tracing::debug!(shard = self.id, error = %e, "snapshot builder keeps its priority");
         }
         let started = Instant::now();
