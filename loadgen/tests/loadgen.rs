@@ -64,6 +64,11 @@ fn args(target: &str, data: &Path, report: &Path, extra: &[&str]) -> Vec<String>
     v
 }
 
+/// Command-line flags written as one line: `flags("--connections 2 --pipeline 4")`.
+fn flags(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 fn read_report(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).expect("report written");
     serde_json::from_str(&text).expect("report is JSON")
@@ -235,18 +240,7 @@ async fn open_loop_sends_every_scheduled_request() {
         &target,
         sw.dir.path(),
         &report,
-        &[
-            "--connections",
-            "3",
-            "--rate",
-            "500",
-            "--duration",
-            "2s",
-            "--warmup",
-            "500ms",
-            "--mix",
-            "purchase=100",
-        ],
+        &flags("--connections 3 --rate 500 --duration 2s --warmup 500ms --mix purchase=100"),
     ))
     .await;
     assert!(out.status.success(), "{}", describe(&out));
@@ -274,16 +268,7 @@ async fn ctrl_c_ends_the_run_and_still_writes_the_report() {
         &target,
         sw.dir.path(),
         &report,
-        &[
-            "--connections",
-            "2",
-            "--pipeline",
-            "4",
-            "--duration",
-            "60s",
-            "--warmup",
-            "200ms",
-        ],
+        &flags("--connections 2 --pipeline 4 --duration 60s --warmup 200ms"),
     );
     let status = tokio::task::spawn_blocking(move || {
         let mut child = Command::new(LOADGEN)
@@ -390,18 +375,7 @@ async fn a_changed_echoed_field_is_an_error() {
         &target,
         data.path(),
         &report,
-        &[
-            "--connections",
-            "2",
-            "--pipeline",
-            "4",
-            "--duration",
-            "1s",
-            "--warmup",
-            "0s",
-            "--mix",
-            "purchase=100",
-        ],
+        &flags("--connections 2 --pipeline 4 --duration 1s --warmup 0s --mix purchase=100"),
     ))
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -424,20 +398,7 @@ async fn an_answer_to_no_request_is_an_error_and_the_request_times_out() {
         &target,
         data.path(),
         &report,
-        &[
-            "--connections",
-            "1",
-            "--pipeline",
-            "2",
-            "--duration",
-            "500ms",
-            "--warmup",
-            "0s",
-            "--timeout",
-            "300ms",
-            "--mix",
-            "purchase=100",
-        ],
+        &flags("--connections 1 --pipeline 2 --duration 500ms --warmup 0s --timeout 300ms --mix purchase=100"),
     ))
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -457,20 +418,7 @@ async fn silence_counts_as_timeouts() {
         &target,
         data.path(),
         &report,
-        &[
-            "--connections",
-            "2",
-            "--pipeline",
-            "3",
-            "--duration",
-            "500ms",
-            "--warmup",
-            "0s",
-            "--timeout",
-            "200ms",
-            "--mix",
-            "purchase=100",
-        ],
+        &flags("--connections 2 --pipeline 3 --duration 500ms --warmup 0s --timeout 200ms --mix purchase=100"),
     ))
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -514,20 +462,7 @@ async fn echo_answers_count_only_in_echo_mode() {
         &target,
         data.path(),
         &echo_report,
-        &[
-            "--connections",
-            "2",
-            "--pipeline",
-            "16",
-            "--duration",
-            "1s",
-            "--warmup",
-            "200ms",
-            "--mix",
-            "purchase=80,balance=10,echo=10",
-            "--mode",
-            "echo",
-        ],
+        &flags("--connections 2 --pipeline 16 --duration 1s --warmup 200ms --mix purchase=80,balance=10,echo=10 --mode echo"),
     ))
     .await;
     assert!(out.status.success(), "{}", describe(&out));
@@ -543,18 +478,7 @@ async fn echo_answers_count_only_in_echo_mode() {
         &target,
         data.path(),
         &switch_report,
-        &[
-            "--connections",
-            "1",
-            "--pipeline",
-            "4",
-            "--duration",
-            "500ms",
-            "--warmup",
-            "0s",
-            "--mix",
-            "purchase=100",
-        ],
+        &flags("--connections 1 --pipeline 4 --duration 500ms --warmup 0s --mix purchase=100"),
     ))
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
@@ -664,20 +588,7 @@ async fn a_lost_connection_is_opened_again_and_its_requests_in_flight_are_errors
         &target,
         data.path(),
         &report,
-        &[
-            "--connections",
-            "1",
-            "--pipeline",
-            "4",
-            "--duration",
-            "1s",
-            "--warmup",
-            "0s",
-            "--timeout",
-            "2s",
-            "--mix",
-            "purchase=100",
-        ],
+        &flags("--connections 1 --pipeline 4 --duration 1s --warmup 0s --timeout 2s --mix purchase=100"),
     ))
     .await;
     // Errors were counted: exit 1, and the run still wrote its report.
@@ -728,20 +639,7 @@ async fn a_target_that_is_gone_ends_the_run_on_time() {
         &target,
         data.path(),
         &report,
-        &[
-            "--connections",
-            "1",
-            "--pipeline",
-            "3",
-            "--duration",
-            "1s",
-            "--warmup",
-            "0s",
-            "--timeout",
-            "500ms",
-            "--mix",
-            "purchase=100",
-        ],
+        &flags("--connections 1 --pipeline 3 --duration 1s --warmup 0s --timeout 500ms --mix purchase=100"),
     ))
     .await;
     assert!(

@@ -156,6 +156,19 @@ pub fn init_state(state: &Path, snapshots: &[Vec<u8>]) -> anyhow::Result<()> {
     sync_dir(state.parent().unwrap_or(Path::new(".")))
 }
 
+/// [`init_state`] with a snapshot of each of `shards`.
+pub fn init_state_from(state: &Path, shards: &[routing::Shard]) -> anyhow::Result<()> {
+    let snapshots: Vec<Vec<u8>> = shards
+        .iter()
+        .map(|s| {
+            let mut bytes = Vec::new();
+            s.snapshot(&mut bytes);
+            bytes
+        })
+        .collect();
+    init_state(state, &snapshots)
+}
+
 /// How many `shard-<i>` directories `state` holds.
 pub fn shard_dirs(state: &Path) -> anyhow::Result<usize> {
     let mut n = 0;

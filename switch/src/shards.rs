@@ -1059,15 +1059,7 @@ mod tests {
     fn two_shards(state: &std::path::Path, fsync: bool) -> (Vec<Shard>, Vec<Journal>) {
         let shards = routing::build_shards(2, &EngineConfig::default(), demo_accounts(), [])
             .expect("shards");
-        let snapshots: Vec<Vec<u8>> = shards
-            .iter()
-            .map(|s| {
-                let mut b = Vec::new();
-                s.snapshot(&mut b);
-                b
-            })
-            .collect();
-        crate::journal::init_state(state, &snapshots).expect("state");
+        crate::journal::init_state_from(state, &shards).expect("state");
         let journals = (0..2)
             .map(|i| {
                 Journal::open(&crate::journal::shard_dir(state, i), 0, 0, fsync).expect("journal")

@@ -151,15 +151,7 @@ pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Loaded> {
     if !state.exists() {
         let shards = load_csv(config, shard_count, &engine)?;
         let started = Instant::now();
-        let snapshots: Vec<Vec<u8>> = shards
-            .iter()
-            .map(|s| {
-                let mut bytes = Vec::new();
-                s.snapshot(&mut bytes);
-                bytes
-            })
-            .collect();
-        journal::init_state(&state, &snapshots)?;
+        journal::init_state_from(&state, &shards)?;
         settings.write(&state)?;
         tracing::info!(dir = %state.display(), elapsed = ?started.elapsed(), "initial snapshots of the CSV load written");
     }

@@ -59,15 +59,7 @@ fn recovery_of_10_million_journal_records() {
     let engine = EngineConfig::default();
     let mut shards =
         routing::build_shards(n, &engine, accounts.iter().cloned(), []).expect("shards");
-    let snapshots: Vec<Vec<u8>> = shards
-        .iter()
-        .map(|s| {
-            let mut b = Vec::new();
-            s.snapshot(&mut b);
-            b
-        })
-        .collect();
-    journal::init_state(&state, &snapshots).expect("init state");
+    journal::init_state_from(&state, &shards).expect("init state");
     let mut journals: Vec<Journal> = (0..n)
         .map(|i| Journal::open(&journal::shard_dir(&state, i), 0, 0, false).expect("journal"))
         .collect();

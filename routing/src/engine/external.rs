@@ -14,7 +14,6 @@
 //! ([`crate::wire`]), keyed by the encoded [`IdemKey`] / [`TxnId`]; each comes with the Unix
 //! second after which the store may delete it (`None`: keep, e.g. an open hold).
 
-use super::split_map::SplitMap;
 use super::{AccountState, IdemEntry, OrderKey, OrderState, PayKind, Shard, TxnSlot, TxnState};
 use crate::data::{Account, CardStatus, Order, OrderStatus};
 use crate::kind::TxnKind;
@@ -207,7 +206,7 @@ impl Shard {
     /// An empty working set (a one-shard engine) with `config`.
     pub fn working_set(config: super::EngineConfig) -> Shard {
         // A batch's worth of entries: one table each, not 256.
-        Shard::with_maps(0, 1, config, SplitMap::unsplit, SplitMap::unsplit)
+        Shard::with_map_parts(0, 1, config, 1)
     }
 
     /// Whether no decision is in flight (always so between inputs of a working set).

@@ -551,23 +551,12 @@ impl fmt::Debug for Shard {
 impl Shard {
     /// Shard `id` of `shard_count` (0 counts as 1), empty.
     pub fn new(id: usize, shard_count: usize, config: EngineConfig) -> Self {
-        Self::with_maps(
-            id,
-            shard_count,
-            config,
-            SplitMap::default,
-            SplitMap::default,
-        )
+        Self::with_map_parts(id, shard_count, config, split_map::PARTS)
     }
 
-    /// [`Shard::new`] with the idempotency and transaction maps `idem()` and `txns()`.
-    fn with_maps(
-        id: usize,
-        shard_count: usize,
-        config: EngineConfig,
-        idem: fn() -> SplitMap<IdemKey, IdemEntry>,
-        txns: fn() -> SplitMap<TxnId, TxnSlot>,
-    ) -> Self {
+    /// [`Shard::new`] with idempotency and transaction maps of `parts` tables each (1 or
+    /// [`split_map::PARTS`]).
+    fn with_map_parts(id: usize, shard_count: usize, config: EngineConfig, parts: usize) -> Self {
         let shard_count = shard_count.max(1);
         Self {
             id,
@@ -575,8 +564,8 @@ impl Shard {
             config,
             accounts: HashMap::default(),
             orders: HashMap::default(),
-            idem: idem(),
-            txns: txns(),
+            idem: SplitMap::with_parts(parts),
+            txns: SplitMap::with_parts(parts),
             approvals: 0,
             sent: vec![0; shard_count],
             received: vec![0; shard_count],

@@ -61,14 +61,9 @@ impl<K: Hash + Eq, V> Default for SplitMap<K, V> {
 }
 
 impl<K: Hash + Eq, V> SplitMap<K, V> {
-    /// One table only: for a map that stays small (a store's working set holds one batch),
-    /// where 256 tables would allocate one each for a handful of entries.
-    pub(super) fn unsplit() -> Self {
-        Self::with_parts(1)
-    }
-
-    /// `parts`: 1 or [`PARTS`].
-    fn with_parts(parts: usize) -> Self {
+    /// `parts`: [`PARTS`], or 1 for a map that stays small (a store's working set holds one
+    /// batch), where 256 tables would allocate one each for a handful of entries.
+    pub(super) fn with_parts(parts: usize) -> Self {
         let hasher = ahash::RandomState::new();
         Self {
             parts: (0..parts)

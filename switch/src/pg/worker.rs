@@ -382,9 +382,12 @@ impl Worker {
                         None => true,
                     }
                 });
-                let waiting: HashSet<Pan> =
-                    batch.iter().filter_map(|q| q.job.request.pan).collect();
-                self.existing.retain(|p| waiting.contains(p));
+                // Only cards still waiting matter (nearly always none or a few).
+                if !self.existing.is_empty() {
+                    let waiting: HashSet<Pan> =
+                        batch.iter().filter_map(|q| q.job.request.pan).collect();
+                    self.existing.retain(|p| waiting.contains(p));
+                }
                 answered
             }
             Err(why) => {
@@ -749,9 +752,10 @@ impl EntryColumns {
 
 /// What round trip 2 writes.
 #[derive(Default)]
-struct Writes {
+struct Writes<'k> {
     at: i64,
-    acc_pan: Vec<String>,
+    /// Borrowed from the batch's keys: no copy per account.
+    acc_pan: Vec<&'k str>,
     acc_balance: Vec<i64>,
     acc_held: Vec<i64>,
     acc_day: Vec<i64>,
@@ -768,8 +772,13 @@ struct Writes {
     idem_changed: EntryColumns,
 }
 
-impl Writes {
-    fn collect(ws: &Shard, keys: &BatchKeys, loaded: &Loaded, now: Now) -> Result<Self, Failure> {
+impl<'k> Writes<'k> {
+    fn collect(
+        ws: &Shard,
+        keys: &'k BatchKeys,
+        loaded: &Loaded,
+        now: Now,
+    ) -> Result<Self, Failure> {
         let mut w = Writes {
             at: now.unix_secs(),
             ..Writes::default()
@@ -782,7 +791,7 @@ impl Writes {
             if *before == after {
                 continue;
             }
-            w.acc_pan.push(pan_str(pan).to_owned());
+            w.acc_pan.push(pan_str(pan));
             w.acc_balance.push(after.balance);
             w.acc_held.push(after.held);
             w.acc_day.push(after.day);
