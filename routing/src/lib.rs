@@ -149,8 +149,8 @@ pub mod wire;
 pub use bins::{BinAction, BinTable};
 pub use data::{Account, CardStatus, Order, OrderStatus};
 pub use engine::{
-    build_shards, AccountRow, AccountView, BatchKeys, EngineConfig, EntryRow, Input, OrderRef,
-    OrderRow, OrderView, Output, PeerMsg, Shard, TxnView,
+    build_shards, split_idem_key, AccountRow, AccountView, BatchKeys, EngineConfig, EntryRow,
+    Input, OrderRef, OrderRow, OrderView, Output, PeerMsg, Shard, TxnView,
 };
 pub use kind::TxnKind;
 pub use message::{

@@ -754,6 +754,184 @@ async fn locked_unknown_and_retransmitted_cards_through_the_store() {
     sw.running.shutdown().await;
 }
 
+/// A `records` row as the test compares it: identity, slot, order, answers (MTI encoding and
+/// entry, as a set: their order in the row does not matter), expiry.
+type RecordRow = (
+    Vec<u8>,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+    std::collections::BTreeSet<(Vec<u8>, Vec<u8>)>,
+    Option<i64>,
+);
+
+async fn records(db: &Db) -> Vec<RecordRow> {
+    let rows = db
+        .client
+        .query(
+            "SELECT id, slot, order_merchant, order_id, answers, expires_at
+             FROM records ORDER BY id",
+            &[],
+        )
+        .await
+        .expect("records");
+    rows.iter()
+        .map(|r| {
+            // The layout migration 3 documents: [n][MTI, n bytes][m, 4 bytes BE][entry].
+            let mut answers = std::collections::BTreeSet::new();
+            let mut b: &[u8] = r.get(4);
+            while let Some((&n, rest)) = b.split_first() {
+                let (mti, rest) = rest.split_at(usize::from(n));
+                let (len, rest) = rest.split_at(4);
+                let len = u32::from_be_bytes(len.try_into().unwrap()) as usize;
+                let (entry, rest) = rest.split_at(len);
+                answers.insert((mti.to_vec(), entry.to_vec()));
+                b = rest;
+            }
+            (r.get(0), r.get(1), r.get(2), r.get(3), answers, r.get(5))
+        })
+        .collect()
+}
+
+/// Migration 3 (one `records` row per transaction identity, instead of an `idempotency` row
+/// per answer and a `transactions` row per slot) keeps what a version-2 store holds. Answers,
+/// a purchase, an open hold, a late-original marker and an identity with two answers are
+/// written through the wire, put back into the version-2 tables, and `switch migrate` moves
+/// them again: the rows come out as they were, retransmissions get their original answers,
+/// and the reversal, the completion and the late original find what they act on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_3_keeps_the_answers_and_slots_of_a_version_2_store() {
+    let Some(url) = pg_test_url("scale-out") else {
+        return;
+    };
+    let db = imported_database(&url);
+    let start = || {
+        let store = db.url.clone();
+        tests::TestSwitch::start_with("", "", move |c| {
+            c.store = Some(store);
+            c.shards = 1;
+        })
+    };
+    let (a, b, c, d) = (card(7), card(8), card(9), card(10));
+    let bought = purchase(&a, 1_000, "MIGRATE1", 1);
+    let held = purchase(&b, 2_000, "MIGRATE1", 2);
+    let late = purchase(&c, 300, "MIGRATE1", 3);
+    let early = purchase(&c, 300, "MIGRATE1", 4).set(90, &late.field90("0200"));
+    let refused = purchase(&a, 2 * OPENING as u64, "MIGRATE1", 5);
+    // Reversed with the original's own STAN and date-time: two answers, one identity.
+    let undone = purchase(&d, 400, "MIGRATE1", 6);
+    let undo = undone.clone().set(90, &undone.field90("0200"));
+    let sent = [
+        ("0200", &bought, "00"),
+        ("0100", &held, "00"),
+        ("0400", &early, "25"),
+        ("0200", &refused, "51"),
+        ("0200", &undone, "00"),
+        ("0400", &undo, "00"),
+    ];
+    let sw = start().await;
+    let mut client = sw.client().await;
+    let mut answers = Vec::new();
+    for (mti, req, code) in sent {
+        let r = client.call(mti, &req.list()).await;
+        assert_eq!(r.code(), code, "{mti} STAN {:?}", req.fields.get(&11));
+        answers.push(answer_of(&r));
+    }
+    drop(client);
+    sw.running.shutdown().await;
+
+    // Back to schema version 2 (the tables of migrations 1 and 2), holding the same data.
+    let dbc = Db::connect(&db.url).await;
+    let before = records(&dbc).await;
+    assert!(
+        before.iter().any(|r| r.4.len() == 2),
+        "an identity with two answers"
+    );
+    assert!(
+        before.iter().any(|r| r.1.is_some() && r.4.is_empty()),
+        "a late-original marker (a slot without answers)"
+    );
+    assert!(
+        before.iter().any(|r| r.1.is_some() && r.5.is_none()),
+        "an open hold"
+    );
+    dbc.client
+        .batch_execute(
+            r#"CREATE TABLE idempotency (key bytea PRIMARY KEY, entry bytea NOT NULL,
+                   expires_at bigint NOT NULL);
+               CREATE TABLE transactions (id bytea PRIMARY KEY, slot bytea NOT NULL,
+                   expires_at bigint, order_merchant text COLLATE "C",
+                   order_id text COLLATE "C");"#,
+        )
+        .await
+        .unwrap();
+    for (id, slot, merchant, order, row_answers, expires) in &before {
+        if let Some(slot) = slot {
+            dbc.client
+                .execute(
+                    "INSERT INTO transactions VALUES ($1, $2, $3, $4, $5)",
+                    &[id, slot, expires, merchant, order],
+                )
+                .await
+                .unwrap();
+        }
+        for (mti, entry) in row_answers {
+            let key = [mti.as_slice(), id].concat();
+            let expires = expires.unwrap_or(i64::MAX);
+            dbc.client
+                .execute(
+                    "INSERT INTO idempotency VALUES ($1, $2, $3)",
+                    &[&key, entry, &expires],
+                )
+                .await
+                .unwrap();
+        }
+    }
+    dbc.client
+        .batch_execute("DROP TABLE records; DELETE FROM switch_schema_migrations WHERE version = 3")
+        .await
+        .unwrap();
+
+    let out = run_switch(&["migrate", "--store", &db.url]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "migrate: {err}");
+    assert!(err.contains("[3]"), "applied migration 3: {err}");
+    assert_eq!(records(&dbc).await, before, "every row as it was");
+
+    let sw = start().await;
+    let mut client = sw.client().await;
+    for ((mti, req, _), answer) in sent.iter().zip(&answers) {
+        let r = client.call(mti, &req.list()).await;
+        assert_eq!(
+            &answer_of(&r),
+            answer,
+            "{mti} retransmitted after the migration"
+        );
+    }
+    let reversal = purchase(&a, 1_000, "MIGRATE1", 7).set(90, &bought.field90("0200"));
+    assert_eq!(client.call("0400", &reversal.list()).await.code(), "00");
+    assert_eq!(
+        dbc.balance(&a).await,
+        (OPENING, 0),
+        "the purchase was found and undone"
+    );
+    let completion = purchase(&b, 1_500, "MIGRATE1", 8).set(90, &held.field90("0100"));
+    assert_eq!(client.call("0220", &completion.list()).await.code(), "00");
+    assert_eq!(
+        dbc.balance(&b).await,
+        (OPENING - 1_500, 0),
+        "the hold was found"
+    );
+    assert_eq!(
+        client.call("0200", &late.list()).await.code(),
+        "05",
+        "the late original meets its marker"
+    );
+    assert_eq!(dbc.balance(&d).await, (OPENING, 0), "reversed once");
+    drop(client);
+    sw.running.shutdown().await;
+}
+
 /// Replicas starting together migrate safely: four `switch migrate` at once on a fresh
 /// database all succeed and apply each version once; a bad `--store` stops start-up with a
 /// clear error and a non-zero exit.

@@ -189,6 +189,25 @@ impl BatchKeys {
     }
 }
 
+/// Splits an encoded idempotency key into the encoding of its MTI and the encoded
+/// transaction identity (41, 11, 7) that follows it, so that a store can keep a request's
+/// answer in one row with its identity's slot.
+pub fn split_idem_key(key: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
+    let k = decode::<IdemKey>(key, "idempotency key")?;
+    let id = encode(&TxnId {
+        terminal: k.terminal,
+        stan: k.stan,
+        transmission: k.transmission,
+    });
+    match key.len().checked_sub(id.len()) {
+        Some(at) if key[at..] == id[..] => Ok(key.split_at(at)),
+        _ => Err(WireError::Invalid {
+            what: "idempotency key",
+            offset: 0,
+        }),
+    }
+}
+
 fn encode<T: Wire>(v: &T) -> Vec<u8> {
     let mut out = Vec::with_capacity(32);
     v.put(&mut out);
@@ -372,23 +391,31 @@ mod tests {
     const NOW: i64 = 1_749_988_800;
     const DT: u64 = 615_120_000;
 
-    /// What a database would hold, as the switch's PostgreSQL store uses it.
+    /// What a database would hold, as the switch's PostgreSQL store uses it: one record per
+    /// transaction identity with its slot and the answers under that identity.
     #[derive(Default)]
     struct MapStore {
         accounts: BTreeMap<Pan, AccountRow>,
         orders: BTreeMap<OrderRef, OrderRow>,
-        idem: BTreeMap<Vec<u8>, Vec<u8>>,
-        txns: BTreeMap<Vec<u8>, EntryRow>,
+        records: BTreeMap<Vec<u8>, Record>,
         approvals: u64,
         /// Optimistic attempts that had to run again.
         conflicts: usize,
     }
 
+    #[derive(Clone, Default)]
+    struct Record {
+        slot: Option<EntryRow>,
+        /// Idempotency entries by full key.
+        answers: BTreeMap<Vec<u8>, Vec<u8>>,
+    }
+
     impl MapStore {
         /// Runs a batch as the PostgreSQL store does: first optimistically, reading only the
-        /// accounts, the orders and the targets of completions and reversals and taking
-        /// every other key as new; if that would insert a key that exists (the database's
-        /// unique index refuses it and the transaction rolls back), again reading every key.
+        /// accounts, the orders and the records of the targets of completions and reversals,
+        /// and taking every other record as new; if that would insert a record that exists
+        /// (the database's unique index refuses it and the transaction rolls back), again
+        /// reading every record.
         fn run_batch(&mut self, now: Now, reqs: &[Request]) -> Vec<Response> {
             match self.try_batch(now, reqs, true) {
                 Some(answers) => answers,
@@ -420,16 +447,27 @@ mod tests {
                 }
             }
             let mut orders = keys.orders.clone();
-            let read_txns = if optimistic {
-                &keys.targets
+            let mut ids: Vec<Vec<u8>> = keys.txns.clone();
+            for k in &keys.idem {
+                ids.push(split_idem_key(k).unwrap().1.to_vec());
+            }
+            ids.sort();
+            ids.dedup();
+            let read: Vec<Vec<u8>> = if optimistic {
+                keys.targets.clone()
             } else {
-                &keys.txns
+                ids.clone()
             };
-            for k in read_txns {
-                if let Some(row) = self.txns.get(k) {
-                    ws.put_txn(k, &row.value).unwrap();
-                    if keys.targets.contains(k) {
-                        orders.extend(row.order.clone());
+            for id in &read {
+                if let Some(record) = self.records.get(id) {
+                    if let Some(slot) = &record.slot {
+                        ws.put_txn(id, &slot.value).unwrap();
+                        if keys.targets.contains(id) {
+                            orders.extend(slot.order.clone());
+                        }
+                    }
+                    for (k, v) in &record.answers {
+                        ws.put_idem(k, v).unwrap();
                     }
                 }
             }
@@ -438,41 +476,41 @@ mod tests {
                     ws.put_order(row).unwrap();
                 }
             }
-            if !optimistic {
-                for k in &keys.idem {
-                    if let Some(v) = self.idem.get(k) {
-                        ws.put_idem(k, v).unwrap();
-                    }
-                }
-            }
             let mut out = Vec::new();
             for (i, r) in reqs.iter().enumerate() {
                 ws.handle_request(now, i as u64, r.clone(), &mut out);
             }
             assert!(ws.is_settled());
-            let mut idem = Vec::new();
-            for k in &keys.idem {
-                if let Some(row) = ws.idem_row(k).unwrap() {
-                    if optimistic && self.idem.contains_key(k) {
+            let mut written = Vec::new();
+            for id in &ids {
+                let mut record = if read.contains(id) {
+                    self.records.get(id).cloned().unwrap_or_default()
+                } else {
+                    Record::default()
+                };
+                let mut changed = false;
+                if let Some(row) = ws.txn_row(id).unwrap() {
+                    changed |= record.slot.as_ref() != Some(&row);
+                    record.slot = Some(row);
+                }
+                for k in &keys.idem {
+                    if split_idem_key(k).unwrap().1 != id.as_slice() {
+                        continue;
+                    }
+                    if let Some(row) = ws.idem_row(k).unwrap() {
+                        changed |= record.answers.get(k) != Some(&row.value);
+                        record.answers.insert(row.key, row.value);
+                    }
+                }
+                if changed {
+                    if !read.contains(id) && self.records.contains_key(id) {
                         return None;
                     }
-                    idem.push(row);
+                    written.push((id.clone(), record));
                 }
             }
-            let mut txns = Vec::new();
-            for k in &keys.txns {
-                if let Some(row) = ws.txn_row(k).unwrap() {
-                    if !read_txns.contains(k) && self.txns.contains_key(k) {
-                        return None;
-                    }
-                    txns.push(row);
-                }
-            }
-            for row in idem {
-                self.idem.insert(row.key, row.value);
-            }
-            for row in txns {
-                self.txns.insert(row.key.clone(), row);
+            for (id, record) in written {
+                self.records.insert(id, record);
             }
             for pan in &keys.accounts {
                 if let Some(row) = ws.account_row(pan) {
@@ -696,6 +734,28 @@ mod tests {
                 prop_assert_eq!(store.orders.get(&key).cloned(), reference.order_row(&key));
             }
         }
+    }
+
+    #[test]
+    fn an_idempotency_key_splits_into_its_mti_and_transaction_identity() {
+        for mti in [100, 200, 220, 400, 420, 800] {
+            let txn = TxnId {
+                terminal: TerminalId::new(b"TERM0001").unwrap(),
+                stan: 123_456,
+                transmission: DT,
+            };
+            let key = encode(&IdemKey {
+                mti: Mti::new(mti).unwrap(),
+                terminal: txn.terminal,
+                stan: txn.stan,
+                transmission: txn.transmission,
+            });
+            let (m, id) = split_idem_key(&key).unwrap();
+            assert_eq!(m, encode(&Mti::new(mti).unwrap()).as_slice());
+            assert_eq!(id, encode(&txn).as_slice());
+        }
+        assert!(split_idem_key(&[0x80]).is_err());
+        assert!(split_idem_key(b"").is_err());
     }
 
     #[test]

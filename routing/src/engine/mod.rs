@@ -19,7 +19,7 @@ mod order;
 mod snapshot;
 mod split_map;
 
-pub use external::{AccountRow, BatchKeys, EntryRow, OrderRef, OrderRow};
+pub use external::{split_idem_key, AccountRow, BatchKeys, EntryRow, OrderRef, OrderRow};
 pub use journal::Input;
 
 use std::collections::VecDeque;

@@ -10,8 +10,9 @@
 //! as one database transaction, in two round trips:
 //!
 //! 1. `BEGIN`, then the rows the batch reads ([`routing::BatchKeys`]) with `SELECT ... FOR
-//!    UPDATE`: accounts, the transaction slots completions and reversals act on, orders (those
-//!    the requests name and those the slots hold), and a block of approval codes. The
+//!    UPDATE`: accounts, the records of the transactions completions and reversals act on,
+//!    orders (those the requests name and those the records' slots hold), and a block of
+//!    approval codes. The
 //!    statements are pipelined: one round trip. Accounts are locked with `SKIP LOCKED`: a card
 //!    that another transaction (on this replica or another) holds right now is not waited
 //!    for; its requests are deferred to the worker's next batch, ahead of newer ones. Without
@@ -26,14 +27,23 @@
 //!    the commit succeeded, so an answer is never ahead of the database (group commit: one
 //!    fsync of PostgreSQL's WAL covers the whole batch).
 //!
-//! **Optimistic first attempt.** Nearly every request carries a new idempotency key and (a
-//! hold or purchase) a new transaction identity, and looking each up only to find nothing was
-//! a fifth of the database's work. So a batch first runs *optimistically*: it does not read
-//! idempotency entries or the own slots of holds and purchases, the engine takes them as new,
-//! and the plain `INSERT`s of round trip 2 prove it: if one of those keys exists after all (a
-//! retransmission, a late original, a key another batch just created) the unique index
-//! refuses it, the whole transaction rolls back, and the batch runs again reading every key,
-//! as before. After a batch that found such a key the worker stays pessimistic until a batch
+//! **Records.** Since schema version 3 one `records` row per transaction identity (41, 11,
+//! 7) holds both what the engine keeps under that identity: its slot (a hold, a purchase, a
+//! late-original marker) and the answers given to requests with that identity (their
+//! idempotency entries; the idempotency key is the MTI followed by the identity, usually one
+//! answer per row). A purchase therefore writes one row and one primary-key entry, not two.
+//! A row's `expires_at` is the latest expiry of its parts (`NULL` while its slot is an open
+//! hold), so an answer stays replayable as long as its row: never shorter than the engine's
+//! window.
+//!
+//! **Optimistic first attempt.** Nearly every request carries a new transaction identity,
+//! and looking each up only to find nothing was a fifth of the database's work. So a batch
+//! first runs *optimistically*: it reads only the records of completion and reversal
+//! targets, the engine takes every other identity as new, and the plain `INSERT`s of round
+//! trip 2 prove it: if one of those records exists after all (a retransmission, a late
+//! original, a record another batch just created) the primary key refuses it, the whole
+//! transaction rolls back, and the batch runs again reading every record it may write, as
+//! before. After a batch that found such a key the worker stays pessimistic until a batch
 //! finds none, so a burst of retransmissions costs one extra attempt, not one per batch.
 //!
 //! **Cards not returned.** `SKIP LOCKED` cannot tell a card locked elsewhere from a card that
@@ -64,8 +74,8 @@
 //!   gets the original answer, and nothing is applied twice.
 //! - Accounts are never waited for (`SKIP LOCKED`; a request whose card was not locked is
 //!   deferred, never decided without its row, unless its card was just found not to exist).
-//!   The other rows are locked in one global order (slots, orders, idempotency entries, each
-//!   sorted by key; inserts sorted too), so two batches never wait on each other in a cycle.
+//!   The other rows are locked in one global order (records, then orders, each sorted by
+//!   key; inserts sorted too), so two batches never wait on each other in a cycle.
 //!   A deadlock or serialization failure (40P01, 40001) is retried anyway, up to
 //!   [`MAX_ATTEMPTS`] times. A request deferred for longer than `store_timeout_ms` is
 //!   answered 96, nothing applied.

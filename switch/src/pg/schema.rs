@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
         2,
         include_str!("../../migrations/0002_c_collation_and_code_blocks.sql"),
     ),
+    (3, include_str!("../../migrations/0003_records.sql")),
 ];
 
 /// Applies the migrations not yet applied, in one transaction under an advisory lock, so that
@@ -90,8 +91,8 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Checks the database every second (raising `unreachable` when it does not answer within a
-/// second, lowering it once it does), and deletes idempotency entries and transaction slots
-/// past their window every minute (every replica does; the deletes are idempotent).
+/// second, lowering it once it does), and deletes the records whose every part is past its
+/// window every minute (every replica does; the deletes are idempotent).
 pub async fn probe(config: super::StoreConfig, client: Client, unreachable: Arc<AtomicBool>) {
     let mut client = Some(client);
     let mut last_purge = Instant::now();
@@ -127,14 +128,11 @@ pub async fn probe(config: super::StoreConfig, client: Client, unreachable: Arc<
 
 async fn purge(client: &Client) -> anyhow::Result<()> {
     let now = super::worker::now().unix_secs();
-    let idem = client
-        .execute("DELETE FROM idempotency WHERE expires_at <= $1", &[&now])
+    let records = client
+        .execute("DELETE FROM records WHERE expires_at <= $1", &[&now])
         .await?;
-    let txns = client
-        .execute("DELETE FROM transactions WHERE expires_at <= $1", &[&now])
-        .await?;
-    if idem + txns > 0 {
-        tracing::debug!(idem, txns, "purged expired store entries");
+    if records > 0 {
+        tracing::debug!(records, "purged expired store records");
     }
     Ok(())
 }

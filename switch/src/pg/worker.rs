@@ -8,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
 use routing::{
-    AccountRow, BatchKeys, CardStatus, EngineConfig, EntryRow, MerchantId, Now, OrderRef, OrderRow,
-    OrderStatus, Output, Pan, Response, ResponseCode, Shard, Yymm,
+    split_idem_key, AccountRow, BatchKeys, CardStatus, EngineConfig, EntryRow, MerchantId, Now,
+    OrderRef, OrderRow, OrderStatus, Output, Pan, Response, ResponseCode, Shard, Yymm,
 };
 use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
@@ -39,9 +39,8 @@ struct Statements {
     commit: Statement,
     select_existing: Statement,
     select_accounts: Statement,
-    select_txns: Statement,
+    select_records: Statement,
     select_orders: Statement,
-    select_idem: Statement,
     next_block: Statement,
     write: Statement,
 }
@@ -59,9 +58,9 @@ impl Statements {
                  FROM accounts WHERE pan = ANY($1::text[]) ORDER BY pan FOR UPDATE SKIP LOCKED"
             ),
         )?;
-        let (select_txns, select_orders, select_idem, next_block) = tokio::try_join!(
+        let (select_records, select_orders, next_block) = tokio::try_join!(
             c.prepare(
-                "SELECT id, slot FROM transactions WHERE id = ANY($1::bytea[])
+                "SELECT id, slot, answers FROM records WHERE id = ANY($1::bytea[])
                      ORDER BY id FOR UPDATE"
             ),
             // The orders the requests name, and those the targets' payments hold (a
@@ -72,20 +71,15 @@ impl Statements {
                      WHERE (o.merchant_id, o.order_id) IN (
                          SELECT r.m, r.i FROM unnest($1::text[], $2::text[]) AS r(m, i)
                          UNION
-                         SELECT t.order_merchant, t.order_id FROM transactions t
+                         SELECT t.order_merchant, t.order_id FROM records t
                          WHERE t.id = ANY($3::bytea[]) AND t.order_id IS NOT NULL)
                      ORDER BY o.merchant_id, o.order_id FOR UPDATE OF o"
-            ),
-            c.prepare(
-                "SELECT key, entry FROM idempotency WHERE key = ANY($1::bytea[])
-                     ORDER BY key FOR UPDATE"
             ),
             c.prepare("SELECT nextval('approval_blocks')"),
         )?;
         // Every write of a batch as one statement: one execution and one answer instead of
         // up to seven (the server's per-statement work and a send each were measurable).
-        // The parts with empty arrays write nothing. They run in the order written, which is
-        // the lock order of the module docs (slots before idempotency entries).
+        // The parts with empty arrays write nothing.
         let write = c
             .prepare(
                 "WITH
@@ -105,24 +99,16 @@ impl Statements {
                      FROM unnest($9::text[], $10::text[], $11::text[], $12::bytea[])
                          AS u(m, i, status, paid_by)
                      WHERE o.merchant_id = u.m AND o.order_id = u.i),
-                 txn_new AS (
-                     INSERT INTO transactions (id, slot, expires_at, order_merchant, order_id)
-                     SELECT * FROM unnest($13::bytea[], $14::bytea[], $15::int8[], $16::text[],
-                         $17::text[])),
-                 txn_changed AS (
-                     UPDATE transactions t SET slot = u.slot, expires_at = u.expires_at,
-                         order_merchant = u.m, order_id = u.i
-                     FROM unnest($18::bytea[], $19::bytea[], $20::int8[], $21::text[],
-                         $22::text[]) AS u(id, slot, expires_at, m, i)
-                     WHERE t.id = u.id),
-                 idem_new AS (
-                     INSERT INTO idempotency (key, entry, expires_at)
-                     SELECT * FROM unnest($23::bytea[], $24::bytea[], $25::int8[])),
-                 idem_changed AS (
-                     UPDATE idempotency i SET entry = u.entry, expires_at = u.expires_at
-                     FROM unnest($26::bytea[], $27::bytea[], $28::int8[])
-                         AS u(key, entry, expires_at)
-                     WHERE i.key = u.key)
+                 rec_new AS (
+                     INSERT INTO records (id, slot, order_merchant, order_id, answers, expires_at)
+                     SELECT * FROM unnest($13::bytea[], $14::bytea[], $15::text[], $16::text[],
+                         $17::bytea[], $18::int8[])),
+                 rec_changed AS (
+                     UPDATE records r SET slot = u.slot, order_merchant = u.m, order_id = u.i,
+                         answers = u.answers, expires_at = u.expires_at
+                     FROM unnest($19::bytea[], $20::bytea[], $21::text[], $22::text[],
+                         $23::bytea[], $24::int8[]) AS u(id, slot, m, i, answers, expires_at)
+                     WHERE r.id = u.id)
                  SELECT 1",
             )
             .await?;
@@ -131,9 +117,8 @@ impl Statements {
             commit,
             select_existing,
             select_accounts,
-            select_txns,
+            select_records,
             select_orders,
-            select_idem,
             next_block,
             write,
         })
@@ -454,6 +439,16 @@ impl Worker {
             .ok_or_else(|| Failure::Fatal(anyhow!("no store connection")))?;
         let keys = &self.keys;
         let t0 = Instant::now();
+        // Every record the batch may write: the identities of its idempotency keys and the
+        // slots it acts on, sorted (the lock order).
+        let mut record_ids: Vec<&[u8]> = keys.txns.iter().map(Vec::as_slice).collect();
+        for key in &keys.idem {
+            let (_, id) =
+                split_idem_key(key).map_err(|e| Failure::Fatal(anyhow!("idempotency key: {e}")))?;
+            record_ids.push(id);
+        }
+        record_ids.sort_unstable();
+        record_ids.dedup();
         let mut ws = Shard::working_set(self.engine.clone());
         let stateless = keys.accounts.is_empty() && keys.idem.is_empty();
         let mut loaded = Loaded::default();
@@ -468,17 +463,16 @@ impl Worker {
                 .iter()
                 .filter_map(|o| Some((merchant_str(&o.merchant)?, o.order_id.as_str())))
                 .unzip();
-            let txn_keys = if optimistic {
-                &keys.targets
+            let read_ids: Vec<&[u8]> = if optimistic {
+                keys.targets.iter().map(Vec::as_slice).collect()
             } else {
-                &keys.txns
+                record_ids.clone()
             };
             // Approval codes: a fresh block when what is left might not do for this batch.
             let fresh_codes = codes.1.wrapping_sub(codes.0) < batch.len() as u64;
             let p_accounts: [&(dyn ToSql + Sync); 1] = [&pans];
-            let p_txns: [&(dyn ToSql + Sync); 1] = [txn_keys];
+            let p_records: [&(dyn ToSql + Sync); 1] = [&read_ids];
             let p_orders: [&(dyn ToSql + Sync); 3] = [&merchants, &order_ids, &keys.targets];
-            let p_idem: [&(dyn ToSql + Sync); 1] = [&keys.idem];
             // A statement with nothing to look up is not sent at all.
             let query_if = |wanted: bool, statement, params| async move {
                 if wanted {
@@ -487,27 +481,29 @@ impl Worker {
                     Ok(Vec::new())
                 }
             };
-            let (begin, accounts, txns, orders, block, idem) = tokio::join!(
+            let (begin, accounts, records, orders, block) = tokio::join!(
                 client.execute(&st.begin, &[]),
                 query_if(!pans.is_empty(), &st.select_accounts, &p_accounts[..]),
-                query_if(!txn_keys.is_empty(), &st.select_txns, &p_txns[..]),
+                query_if(!read_ids.is_empty(), &st.select_records, &p_records[..]),
                 query_if(
                     !merchants.is_empty() || !keys.targets.is_empty(),
                     &st.select_orders,
                     &p_orders[..]
                 ),
                 query_if(fresh_codes, &st.next_block, &[]),
-                query_if(!optimistic, &st.select_idem, &p_idem[..]),
             );
             begin?;
-            let (accounts, txns, orders, block, idem) = (accounts?, txns?, orders?, block?, idem?);
+            let (accounts, records, orders, block) = (accounts?, records?, orders?, block?);
             if let Some(row) = block.first() {
                 let value: i64 = row.try_get(0)?;
                 let first = (value as u64).wrapping_mul(CODE_BLOCK);
                 codes = (first, first.wrapping_add(BLOCKS_PER_VALUE * CODE_BLOCK));
             }
-            loaded.fill(&mut ws, &accounts, &txns, &orders, &idem)?;
-            decided.met_existing_keys = !idem.is_empty() || txns.len() > loaded.targets_found(keys);
+            loaded.fill(&mut ws, &accounts, &records, &orders)?;
+            decided.met_existing_keys = loaded
+                .records
+                .keys()
+                .any(|id| keys.targets.binary_search(id).is_err());
             // A card not returned is locked by another transaction (SKIP LOCKED) or does not
             // exist. Unless the last batch found out which, its requests wait for the next
             // batch, and this batch's second round trip finds out (module docs).
@@ -567,10 +563,9 @@ impl Worker {
         let t1 = Instant::now();
         // Round trip 2: write what changed, find out which unreturned cards exist, then
         // commit, pipelined.
-        let w = Writes::collect(&ws, keys, &loaded, now)?;
-        let (t, e) = (&w.txn_new, &w.txn_changed);
-        let (i, j) = (&w.idem_new, &w.idem_changed);
-        let params: [&(dyn ToSql + Sync); 28] = [
+        let w = Writes::collect(&ws, keys, &record_ids, &loaded, now)?;
+        let (n, c) = (&w.rec_new, &w.rec_changed);
+        let params: [&(dyn ToSql + Sync); 24] = [
             &w.acc_pan,
             &w.acc_balance,
             &w.acc_held,
@@ -583,30 +578,22 @@ impl Worker {
             &w.ord_i,
             &w.ord_status,
             &w.ord_paid_by,
-            &t.key,
-            &t.value,
-            &t.expires,
-            &t.merchant,
-            &t.order_id,
-            &e.key,
-            &e.value,
-            &e.expires,
-            &e.merchant,
-            &e.order_id,
-            &i.key,
-            &i.value,
-            &i.expires,
-            &j.key,
-            &j.value,
-            &j.expires,
+            &n.id,
+            &n.slot,
+            &n.merchant,
+            &n.order_id,
+            &n.answers,
+            &n.expires,
+            &c.id,
+            &c.slot,
+            &c.merchant,
+            &c.order_id,
+            &c.answers,
+            &c.expires,
         ];
         let p_probe: [&(dyn ToSql + Sync); 1] = [&probe];
-        let writes = !(w.acc_pan.is_empty()
-            && w.ord_m.is_empty()
-            && t.key.is_empty()
-            && e.key.is_empty()
-            && i.key.is_empty()
-            && j.key.is_empty());
+        let writes =
+            !(w.acc_pan.is_empty() && w.ord_m.is_empty() && n.id.is_empty() && c.id.is_empty());
         // Sent in this order before any answer is awaited; the first error decides (after
         // one, PostgreSQL ignores the rest and COMMIT rolls back).
         let t2 = Instant::now();
@@ -672,8 +659,14 @@ struct Loaded {
     /// Cards locked by another transaction: their requests are deferred.
     deferred: HashSet<Pan>,
     orders: Vec<OrderRow>,
-    txns: HashMap<Vec<u8>, Vec<u8>>,
-    idem: HashMap<Vec<u8>, Vec<u8>>,
+    /// `records` rows by identity.
+    records: HashMap<Vec<u8>, StoredRecord>,
+}
+
+/// A `records` row as read.
+struct StoredRecord {
+    slot: Option<Vec<u8>>,
+    answers: Vec<u8>,
 }
 
 impl Loaded {
@@ -681,9 +674,8 @@ impl Loaded {
         &mut self,
         ws: &mut Shard,
         accounts: &[Row],
-        txns: &[Row],
+        records: &[Row],
         orders: &[Row],
-        idem: &[Row],
     ) -> Result<(), Failure> {
         for row in accounts {
             let a = account_from_row(row).map_err(Failure::Fatal)?;
@@ -696,57 +688,97 @@ impl Loaded {
                 .map_err(|e| Failure::Fatal(anyhow!("orders: unreadable paid_by: {e}")))?;
             self.orders.push(o);
         }
-        for row in txns {
-            let (key, slot): (Vec<u8>, Vec<u8>) = (row.try_get(0)?, row.try_get(1)?);
-            ws.put_txn(&key, &slot)
-                .map_err(|e| Failure::Fatal(anyhow!("transactions: unreadable slot: {e}")))?;
-            self.txns.insert(key, slot);
-        }
-        for row in idem {
-            let (key, entry): (Vec<u8>, Vec<u8>) = (row.try_get(0)?, row.try_get(1)?);
-            ws.put_idem(&key, &entry)
-                .map_err(|e| Failure::Fatal(anyhow!("idempotency: unreadable entry: {e}")))?;
-            self.idem.insert(key, entry);
+        let mut key = Vec::new();
+        for row in records {
+            let id: Vec<u8> = row.try_get(0)?;
+            let slot: Option<Vec<u8>> = row.try_get(1)?;
+            let answers: Vec<u8> = row.try_get(2)?;
+            if let Some(slot) = &slot {
+                ws.put_txn(&id, slot)
+                    .map_err(|e| Failure::Fatal(anyhow!("records: unreadable slot: {e}")))?;
+            }
+            for answer in Answers(&answers) {
+                let (mti, entry) = answer.map_err(Failure::Fatal)?;
+                key.clear();
+                key.extend_from_slice(mti);
+                key.extend_from_slice(&id);
+                ws.put_idem(&key, entry)
+                    .map_err(|e| Failure::Fatal(anyhow!("records: unreadable answer: {e}")))?;
+            }
+            self.records.insert(id, StoredRecord { slot, answers });
         }
         Ok(())
     }
 }
 
-impl Loaded {
-    /// How many of the slots read are targets of completions and reversals.
-    fn targets_found(&self, keys: &BatchKeys) -> usize {
-        self.txns
-            .keys()
-            .filter(|k| keys.targets.binary_search(k).is_ok())
-            .count()
+/// The `answers` of a `records` row (migration 3 documents the layout): each item is the
+/// encoding of the request's MTI, which the row's identity follows in the idempotency key,
+/// and the engine's entry.
+struct Answers<'a>(&'a [u8]);
+
+impl<'a> Iterator for Answers<'a> {
+    type Item = anyhow::Result<(&'a [u8], &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (&n, rest) = self.0.split_first()?;
+        let item = (|| {
+            let (mti, rest) = rest.split_at_checked(usize::from(n))?;
+            let (len, rest) = rest.split_first_chunk::<4>()?;
+            let (entry, rest) = rest.split_at_checked(u32::from_be_bytes(*len) as usize)?;
+            Some((mti, entry, rest))
+        })();
+        match item {
+            Some((mti, entry, rest)) => {
+                self.0 = rest;
+                Some(Ok((mti, entry)))
+            }
+            None => {
+                self.0 = &[];
+                Some(Err(anyhow!("records: unreadable answers")))
+            }
+        }
     }
 }
 
-/// Column arrays of entries to insert or update.
-#[derive(Default)]
-struct EntryColumns {
-    key: Vec<Vec<u8>>,
-    value: Vec<Vec<u8>>,
-    /// `None` keeps the row (an open hold; idempotency entries always expire).
-    expires: Vec<Option<i64>>,
-    merchant: Vec<Option<String>>,
-    order_id: Vec<Option<String>>,
+fn put_answer(out: &mut Vec<u8>, mti: &[u8], entry: &[u8]) {
+    // An MTI's encoding is at most 3 bytes, an entry far below 4 GiB.
+    out.push(mti.len() as u8);
+    out.extend_from_slice(mti);
+    out.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+    out.extend_from_slice(entry);
 }
 
-impl EntryColumns {
-    fn push(&mut self, row: EntryRow) {
-        self.key.push(row.key);
-        self.value.push(row.value);
-        self.expires.push(row.expires);
-        let (m, i) = match row.order {
+/// Column arrays of `records` rows to insert or update.
+#[derive(Default)]
+struct RecordColumns {
+    id: Vec<Vec<u8>>,
+    slot: Vec<Option<Vec<u8>>>,
+    merchant: Vec<Option<String>>,
+    order_id: Vec<Option<String>>,
+    answers: Vec<Vec<u8>>,
+    /// `None` keeps the row (an open hold).
+    expires: Vec<Option<i64>>,
+}
+
+impl RecordColumns {
+    fn push(&mut self, id: &[u8], slot: Option<EntryRow>, answers: Vec<u8>, expires: Option<i64>) {
+        let (slot, order) = match slot {
+            Some(s) => (Some(s.value), s.order),
+            None => (None, None),
+        };
+        let (m, i) = match order {
             Some(o) => (
                 merchant_str(&o.merchant).map(str::to_owned),
                 Some(o.order_id),
             ),
             None => (None, None),
         };
+        self.id.push(id.to_vec());
+        self.slot.push(slot);
         self.merchant.push(m);
         self.order_id.push(i);
+        self.answers.push(answers);
+        self.expires.push(expires);
     }
 }
 
@@ -766,16 +798,15 @@ struct Writes<'k> {
     ord_i: Vec<String>,
     ord_status: Vec<&'static str>,
     ord_paid_by: Vec<Option<Vec<u8>>>,
-    txn_new: EntryColumns,
-    txn_changed: EntryColumns,
-    idem_new: EntryColumns,
-    idem_changed: EntryColumns,
+    rec_new: RecordColumns,
+    rec_changed: RecordColumns,
 }
 
 impl<'k> Writes<'k> {
     fn collect(
         ws: &Shard,
         keys: &'k BatchKeys,
+        record_ids: &[&[u8]],
         loaded: &Loaded,
         now: Now,
     ) -> Result<Self, Failure> {
@@ -815,30 +846,60 @@ impl<'k> Writes<'k> {
             w.ord_paid_by.push(after.paid_by);
         }
         let unreadable = |e: routing::WireError| Failure::Fatal(anyhow!("entry key: {e}"));
-        for key in &keys.txns {
-            let row = ws.txn_row(key).map_err(unreadable)?;
-            classify(row, &loaded.txns, &mut w.txn_new, &mut w.txn_changed);
-        }
+        // The MTI encodings of the batch's answers, by identity.
+        let mut batch_mtis: HashMap<&[u8], Vec<&[u8]>> = HashMap::new();
         for key in &keys.idem {
-            let row = ws.idem_row(key).map_err(unreadable)?;
-            classify(row, &loaded.idem, &mut w.idem_new, &mut w.idem_changed);
+            let (mti, id) = split_idem_key(key).map_err(unreadable)?;
+            batch_mtis.entry(id).or_default().push(mti);
+        }
+        let mut mtis: Vec<&[u8]> = Vec::new();
+        let mut key = Vec::new();
+        for &id in record_ids {
+            let stored = loaded.records.get(id);
+            // The row's answers after the batch: those read, in their order, then the
+            // batch's new ones, each as the working set now holds it.
+            mtis.clear();
+            if let Some(r) = stored {
+                for answer in Answers(&r.answers) {
+                    mtis.push(answer.map_err(Failure::Fatal)?.0);
+                }
+            }
+            for &mti in batch_mtis.get(id).into_iter().flatten() {
+                if !mtis.contains(&mti) {
+                    mtis.push(mti);
+                }
+            }
+            let mut answers = Vec::new();
+            let mut expires: Option<i64> = None;
+            for &mti in &mtis {
+                key.clear();
+                key.extend_from_slice(mti);
+                key.extend_from_slice(id);
+                if let Some(row) = ws.idem_row(&key).map_err(unreadable)? {
+                    put_answer(&mut answers, mti, &row.value);
+                    expires = expires.max(row.expires);
+                }
+            }
+            let slot = ws.txn_row(id).map_err(unreadable)?;
+            let expires = match &slot {
+                // An open hold keeps its row.
+                Some(s) if s.expires.is_none() => None,
+                Some(s) => expires.max(s.expires),
+                None => expires,
+            };
+            match stored {
+                None if slot.is_none() && answers.is_empty() => {}
+                None => w.rec_new.push(id, slot, answers, expires),
+                Some(r)
+                    if r.answers != answers
+                        || r.slot.as_deref() != slot.as_ref().map(|s| s.value.as_slice()) =>
+                {
+                    w.rec_changed.push(id, slot, answers, expires)
+                }
+                Some(_) => {}
+            }
         }
         Ok(w)
-    }
-}
-
-/// An entry after the batch: new (insert), changed (update), or as it was read (nothing).
-fn classify(
-    row: Option<EntryRow>,
-    loaded: &HashMap<Vec<u8>, Vec<u8>>,
-    new: &mut EntryColumns,
-    changed: &mut EntryColumns,
-) {
-    let Some(row) = row else { return };
-    match loaded.get(&row.key) {
-        None => new.push(row),
-        Some(v) if *v != row.value => changed.push(row),
-        Some(_) => {}
     }
 }
 
@@ -892,4 +953,34 @@ fn order_from_row(row: &Row) -> anyhow::Result<OrderRow> {
         status: OrderStatus::parse(status).ok_or_else(|| bad("status"))?,
         paid_by: row.try_get(5)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_read_back_as_written_and_a_cut_list_is_an_error() {
+        let mut bytes = Vec::new();
+        put_answer(&mut bytes, &[200, 1], b"first entry");
+        put_answer(&mut bytes, &[100], b"");
+        put_answer(&mut bytes, &[144, 3], &[7; 300]);
+        let read: Vec<(&[u8], &[u8])> = Answers(&bytes).map(Result::unwrap).collect();
+        let expected: [(&[u8], &[u8]); 3] = [
+            (&[200, 1], b"first entry"),
+            (&[100], b""),
+            (&[144, 3], &[7; 300]),
+        ];
+        assert_eq!(read, expected);
+        assert_eq!(Answers(&[]).count(), 0);
+        for cut in 1..bytes.len() {
+            let results: Vec<_> = Answers(&bytes[..cut]).collect();
+            let whole = [2 + 1 + 4 + 11, 2 + 1 + 4 + 11 + 1 + 1 + 4];
+            if whole.contains(&cut) {
+                assert!(results.iter().all(Result::is_ok), "cut at {cut}");
+            } else {
+                assert!(results.last().unwrap().is_err(), "cut at {cut}");
+            }
+        }
+    }
 }
