@@ -12,12 +12,15 @@
 # 3. For each durability (`none`, then the default `fsync`): a fresh switch on a fresh copy of
 #    the data; closed loop to saturation (16 x 64, 0200 purchases); then open loop at 25, 50
 #    and 75% of the saturation rate (latency from each request's due time).
-# 4. Prints a table (also in $OUT/summary.md); every loadgen report (JSON, .hgrm, .svg) and
-#    switch log stays in $OUT.
+# 4. Prints a table (also in $OUT/summary.md) with, beside the rates and latencies, the CPU
+#    time per answered request of the server (switch or echo server), of loadgen and of the
+#    whole machine during the measured part (/proc); every loadgen report (JSON, .hgrm, .svg)
+#    and switch log stays in $OUT.
 #
 # Environment: OUT (default target/capacity/<UTC time>), SAT_DURATION (10s), OPEN_DURATION (5s),
 # WARMUP (2s), DURABILITIES ("none fsync"), CONNECTIONS (16), PIPELINE (64), THREADS (loadgen
 # runtime threads, 1), SHARDS (switch shards; default: the switch's own, one per core).
+# Durations and warm-ups are whole seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,13 +56,43 @@ field() {
   sed -n "s/.*[[:space:]]$2=\([^[:space:]]*\).*/\1/p" "$OUT/$1.out" | tail -n 1
 }
 
-# run_loadgen NAME ARGS...: writes $OUT/NAME.json (+ .hgrm, .svg), .out (summary), .err.
+# CPU time (clock ticks, user + system) process $1 used so far; the whole machine's with "all".
+cpu_ticks() {
+  if [ "$1" = all ]; then
+    awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat
+  else
+    # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the name.
+    local ticks
+    ticks=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}')
+    echo "${ticks:-0}"
+  fi
+}
+
+# CPU microseconds per answered request of run NAME: CPU time in the sampled window over the
+# requests the measured rate answers in it; column $2 of NAME.cpu: 2 server, 3 loadgen, 4
+# machine (column 1 is the time).
+cpu_per_answer() {
+  awk -v c="$2" -v tps="$(field "$1" tps)" -v t="$(getconf CLK_TCK)" \
+    'NR == 1 { split($0, a) } NR == 2 { split($0, b) }
+     END { n = tps * (b[1] - a[1]); if (n > 0) printf "%.1f", (b[c] - a[c]) * 1e6 / t / n; else print "-" }' "$OUT/$1.cpu"
+}
+
+# run_loadgen NAME WARMUP DURATION SERVER_PID ARGS...: writes $OUT/NAME.json (+ .hgrm, .svg),
+# .out (summary), .err, and .cpu (time, and CPU ticks of the server, loadgen and the machine,
+# half a second into the measured part and half a second before its end: loadgen exits at it).
 run_loadgen() {
-  local name=$1
-  shift
-  local rc=0
+  local name=$1 warmup=${2%s} duration=${3%s} server=$4
+  shift 4
+  local rc=0 lg
   "$BIN/loadgen" --data-dir "$OUT/data" --connections "$CONNECTIONS" --threads "$THREADS" \
-    --mix purchase=100 --report "$OUT/$name.json" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" || rc=$?
+    --mix purchase=100 --report "$OUT/$name.json" --warmup "${warmup}s" \
+    --duration "${duration}s" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
+  lg=$!
+  sleep "$warmup.5"
+  echo "$(date +%s.%N) $(cpu_ticks "$server") $(cpu_ticks "$lg") $(cpu_ticks all)" >"$OUT/$name.cpu"
+  sleep "$((duration - 1))"
+  echo "$(date +%s.%N) $(cpu_ticks "$server") $(cpu_ticks "$lg") $(cpu_ticks all)" >>"$OUT/$name.cpu"
+  wait "$lg" || rc=$?
   if [ "$rc" -ge 2 ]; then
     echo "loadgen $name failed (exit $rc):" >&2
     cat "$OUT/$name.err" >&2
@@ -86,7 +119,8 @@ wait_for() {
 }
 
 ROWS=()
-FMT='| %-26s | %-10s | %-6s | %10s | %6s | %8s | %9s | %9s | %9s | %12s |'
+cpus() { echo "$(cpu_per_answer "$1" 2) / $(cpu_per_answer "$1" 3) / $(cpu_per_answer "$1" 4)"; }
+FMT='| %-26s | %-10s | %-6s | %10s | %6s | %8s | %9s | %9s | %9s | %12s | %17s |'
 row() { ROWS+=("$(printf "$FMT" "$@")"); }
 
 # --- the raw limit: echo server, same client -------------------------------------------
@@ -95,14 +129,14 @@ echo "== raw limit: loadgen echo-server, closed loop ${CONNECTIONS}x${PIPELINE}"
 ECHO_PID=$!
 PIDS+=("$ECHO_PID")
 ECHO_ADDR=$(wait_for "$OUT/echo-server.out" '^listening on \(.*\)$')
-run_loadgen echo-closed --target "$ECHO_ADDR" --mode echo --pipeline "$PIPELINE" \
-  --warmup "$WARMUP" --duration "$SAT_DURATION"
+run_loadgen echo-closed "$WARMUP" "$SAT_DURATION" "$ECHO_PID" --target "$ECHO_ADDR" --mode echo \
+  --pipeline "$PIPELINE"
 kill -TERM "$ECHO_PID" 2>/dev/null || true
 wait "$ECHO_PID" 2>/dev/null || true
 ECHO_TPS=$(field echo-closed tps)
 row "echo (raw limit)" "-" "closed" "$ECHO_TPS" "$(field echo-closed errors)" \
   "$(field echo-closed timeouts)" "$(field echo-closed p50_us)" "$(field echo-closed p99_us)" \
-  "$(field echo-closed p999_us)" "-"
+  "$(field echo-closed p999_us)" "-" "$(cpus echo-closed)"
 
 declare -A SAT
 NOTES=()
@@ -123,8 +157,8 @@ for durability in $DURABILITIES; do
   "$BIN/switch" healthcheck --admin "$ADMIN_ADDR"
 
   name="switch-$durability-closed"
-  run_loadgen "$name" --target "$ISO_ADDR" --pipeline "$PIPELINE" --warmup "$WARMUP" \
-    --duration "$SAT_DURATION"
+  run_loadgen "$name" "$WARMUP" "$SAT_DURATION" "$SWITCH_PID" --target "$ISO_ADDR" \
+    --pipeline "$PIPELINE"
   sat=$(field "$name" tps)
   # What the switch persisted beside the two CSV files it started from: a durable switch
   # journals every decision before answering, so its journal grows with the requests.
@@ -137,15 +171,16 @@ for durability in $DURABILITIES; do
   SAT[$durability]=$sat
   row "switch saturation" "$durability" "closed" "$sat" "$(field "$name" errors)" \
     "$(field "$name" timeouts)" "$(field "$name" p50_us)" "$(field "$name" p99_us)" \
-    "$(field "$name" p999_us)" "-"
+    "$(field "$name" p999_us)" "-" "$(cpus "$name")"
   for pct in 25 50 75; do
     rate=$(awk -v s="$sat" -v p="$pct" 'BEGIN { r = int(s * p / 100); if (r < 1) r = 1; print r }')
     name="switch-$durability-open$pct"
-    run_loadgen "$name" --target "$ISO_ADDR" --rate "$rate" --warmup "$OPEN_WARMUP" \
-      --duration "$OPEN_DURATION"
+    run_loadgen "$name" "$OPEN_WARMUP" "$OPEN_DURATION" "$SWITCH_PID" --target "$ISO_ADDR" \
+      --rate "$rate"
     row "open loop ${pct}% = $rate/s" "$durability" "open" "$(field "$name" tps)" \
       "$(field "$name" errors)" "$(field "$name" timeouts)" "$(field "$name" p50_us)" \
-      "$(field "$name" p99_us)" "$(field "$name" p999_us)" "$(field "$name" send_lag_p99_us)"
+      "$(field "$name" p99_us)" "$(field "$name" p999_us)" "$(field "$name" send_lag_p99_us)" \
+      "$(cpus "$name")"
   done
   kill -TERM "$SWITCH_PID" 2>/dev/null || true
   wait "$SWITCH_PID" 2>/dev/null || true
@@ -159,8 +194,8 @@ done
   echo "Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (working tree modified)')"
   echo
   printf "$FMT\n" run durability load "answers/s" errors timeouts "p50 us" "p99 us" "p99.9 us" \
-    "lag p99 us"
-  echo "|----------------------------|------------|--------|------------|--------|----------|-----------|-----------|-----------|--------------|"
+    "lag p99 us" "CPU us srv/lg/all"
+  echo "|----------------------------|------------|--------|------------|--------|----------|-----------|-----------|-----------|--------------|-------------------|"
   printf '%s\n' "${ROWS[@]}"
   echo
   for durability in $DURABILITIES; do
@@ -171,6 +206,8 @@ done
   echo
   echo "Latency of open-loop rows counts from each request's due time; 'lag p99' is how late"
   echo "loadgen itself was in sending (part of the latency: when it is large, loadgen was starved"
-  echo "of CPU and the row says little about the switch)."
+  echo "of CPU and the row says little about the switch). 'CPU us srv/lg/all': CPU time per"
+  echo "answered request during the measured part, of the server (echo server or switch), of"
+  echo "loadgen and of the whole machine (2 cores give 2,000,000 us per second)."
   echo "Reports (JSON, .hgrm, .svg) and switch logs: $OUT"
 } | tee "$OUT/summary.md"
