@@ -211,6 +211,17 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Transparent huge pages off for this process, before recovery fills the engine's maps.
+/// The maps grow by allocating fresh tables, and mimalloc asks for huge pages: every first
+/// touch then made the kernel zero 2 MiB, a sixth of the switch's CPU at saturation (`perf`).
+/// Without them: about x1.2 answers/s at saturation with and without fsync (README, "Capacity
+/// benchmark"). A kernel that refuses the flag leaves things as they were.
+fn no_transparent_huge_pages() {
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        tracing::warn!(error = %e, "could not turn transparent huge pages off");
+    }
+}
+
 fn migrate(store: &str) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let config = switch::pg::parse_url(store)?;
@@ -249,6 +260,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    no_transparent_huge_pages();
     runtime()?.block_on(async move {
         let running = switch::start(config).await?;
         wait_for_signal().await?;

@@ -141,6 +141,19 @@ async fn rolling_restart_behind_haproxy_loses_nothing() {
     let grace = GRACE_SECS.to_string();
     let mut cluster = cluster(&haproxy_bin, logs, &data, &["--grace-period", &grace]).await;
     let front = cluster.front();
+    // Each `switch serve` turned transparent huge pages off for itself (README, "Capacity
+    // benchmark"): the kernel's per-process flag, as /proc shows it.
+    for r in &cluster.replicas {
+        let pid = r.pid().expect("running");
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let thp = status.lines().find(|l| l.starts_with("THP_enabled:"));
+        assert_eq!(
+            thp.map(|l| l.split_whitespace().collect::<Vec<_>>()),
+            Some(vec!["THP_enabled:", "0"]),
+            "{}: THP flag in /proc/{pid}/status",
+            r.config.name
+        );
+    }
 
     let runs = AtomicU32::new(0);
     let stop = AtomicBool::new(false);
