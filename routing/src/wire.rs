@@ -433,6 +433,16 @@ impl Wire for OriginalData {
     }
 }
 
+/// A boxed value is encoded as the value: boxing is a choice of memory layout only.
+impl<T: Wire> Wire for Box<T> {
+    fn put(&self, out: &mut Vec<u8>) {
+        (**self).put(out);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        T::get(r).map(Box::new)
+    }
+}
+
 impl Wire for TxnId {
     fn put(&self, out: &mut Vec<u8>) {
         self.terminal.put(out);

@@ -212,7 +212,7 @@ impl Shard {
             awaiting: 1,
             response: None,
         };
-        self.idem.insert(key, IdemEntry::Pending(pending));
+        self.idem.insert(key, IdemEntry::Pending(Box::new(pending)));
         let record = PendingTxn {
             key,
             kind,
@@ -307,7 +307,7 @@ impl Shard {
                         } else {
                             TxnState::Declined
                         },
-                        order: if approved { order } else { None },
+                        order: if approved { order.map(Box::new) } else { None },
                         since: now.unix_secs(),
                     });
                 }
@@ -414,7 +414,7 @@ impl Shard {
             awaiting,
             response: Some(response),
         };
-        self.idem.insert(key, IdemEntry::Pending(pending));
+        self.idem.insert(key, IdemEntry::Pending(Box::new(pending)));
         let a = self.pan_shard(&pan);
         self.send(
             a,
@@ -527,5 +527,5 @@ fn decide_reversal(
     };
     rec.state = TxnState::Reversed;
     rec.since = now.unix_secs();
-    Ok(Some((pan, effect, rec.order.take())))
+    Ok(Some((pan, effect, rec.order.take().map(|o| *o))))
 }

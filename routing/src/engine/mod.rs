@@ -264,8 +264,10 @@ impl Fingerprint {
 
 #[derive(Debug)]
 enum IdemEntry {
-    /// The decision is in flight; retransmissions wait in `waiters`.
-    Pending(PendingReply),
+    /// The decision is in flight; retransmissions wait in `waiters`. Boxed: an answered
+    /// entry is what the map holds for a day, and the larger in-flight state would make every
+    /// bucket of the map bigger.
+    Pending(Box<PendingReply>),
     /// Answered; replayed until `expires` (Unix seconds).
     Done {
         fp: Fingerprint,
@@ -345,8 +347,9 @@ struct TxnRecord {
     currency: Option<u16>,
     amount: i64,
     state: TxnState,
-    /// The order this payment holds, until it is reversed.
-    order: Option<OrderKey>,
+    /// The order this payment holds, until it is reversed. Boxed, as most payments hold no
+    /// order: a smaller record is a smaller bucket in the transaction map.
+    order: Option<Box<OrderKey>>,
     /// Unix seconds of the last change; the record is kept for the window after it.
     since: i64,
 }

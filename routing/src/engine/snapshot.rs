@@ -380,12 +380,12 @@ impl Wire for IdemEntry {
                     .collect::<Result<Vec<_>, _>>()?;
                 let awaiting = r.u8("acknowledgements awaited")?;
                 let f = Flags::get(r, 1, "pending reply flags")?;
-                Self::Pending(PendingReply {
+                Self::Pending(Box::new(PendingReply {
                     fp,
                     waiters,
                     awaiting,
                     response: f.take::<Response>(0, r)?,
-                })
+                }))
             }
             1 => Self::Done {
                 fp: Fingerprint::get(r)?,

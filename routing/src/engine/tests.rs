@@ -1321,3 +1321,13 @@ fn shard_state_and_messages_can_move_between_threads() {
     assert_send::<crate::Output>();
     assert_send::<Request>();
 }
+
+/// The idempotency and transaction maps hold about a day of entries, so their bucket size is
+/// most of the switch's memory and of its cache misses per request (README, "Capacity
+/// benchmark"): in-flight state and the rare order reference are boxed to keep it small. A
+/// field added inline to an entry should be a decision, not an accident.
+#[test]
+fn map_entries_stay_small() {
+    assert!(std::mem::size_of::<super::IdemEntry>() <= 88);
+    assert!(std::mem::size_of::<super::TxnSlot>() <= 80);
+}
