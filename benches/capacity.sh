@@ -23,6 +23,8 @@
 # Durations and warm-ups are whole seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=cpu_ticks.sh
+. benches/cpu_ticks.sh
 
 OUT=${OUT:-target/capacity/$(date -u +%Y%m%dT%H%M%SZ)}
 SAT_DURATION=${SAT_DURATION:-10s}
@@ -56,18 +58,6 @@ field() {
   sed -n "s/.*[[:space:]]$2=\([^[:space:]]*\).*/\1/p" "$OUT/$1.out" | tail -n 1
 }
 
-# CPU time (clock ticks, user + system) process $1 used so far; the whole machine's with "all".
-cpu_ticks() {
-  if [ "$1" = all ]; then
-    awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat
-  else
-    # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the name.
-    local ticks
-    ticks=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}')
-    echo "${ticks:-0}"
-  fi
-}
-
 # CPU microseconds per answered request of run NAME: CPU time in the sampled window over the
 # requests the measured rate answers in it; column $2 of NAME.cpu: 2 server, 3 loadgen, 4
 # machine (column 1 is the time).
@@ -89,9 +79,9 @@ run_loadgen() {
     --duration "${duration}s" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
   lg=$!
   sleep "$warmup.5"
-  echo "$(date +%s.%N) $(cpu_ticks "$server") $(cpu_ticks "$lg") $(cpu_ticks all)" >"$OUT/$name.cpu"
+  echo "$(date +%s.%N) $(ticks_of "$server") $(ticks_of "$lg") $(machine_ticks)" >"$OUT/$name.cpu"
   sleep "$((duration - 1))"
-  echo "$(date +%s.%N) $(cpu_ticks "$server") $(cpu_ticks "$lg") $(cpu_ticks all)" >>"$OUT/$name.cpu"
+  echo "$(date +%s.%N) $(ticks_of "$server") $(ticks_of "$lg") $(machine_ticks)" >>"$OUT/$name.cpu"
   wait "$lg" || rc=$?
   if [ "$rc" -ge 2 ]; then
     echo "loadgen $name failed (exit $rc):" >&2

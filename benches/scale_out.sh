@@ -22,6 +22,8 @@
 # `loadgen` to use instead of building, e.g. another commit's for an A/B run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=cpu_ticks.sh
+. benches/cpu_ticks.sh
 
 OUT=${OUT:-target/scale-out/$(date -u +%Y%m%dT%H%M%SZ)}
 STORE_URL=${STORE_URL:-postgres://switch:switch@127.0.0.1:5432/postgres}
@@ -64,14 +66,10 @@ wait_ready() {
   exit 1
 }
 
-# CPU time (clock ticks, user + system) used so far by the processes named $1.
-cpu_ticks() {
-  local total=0 pid
-  for pid in $(pgrep -x "$1"); do
-    # Fields 14 and 15 of /proc/PID/stat, counted after the ")" that ends the name.
-    total=$((total + $(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
-  done
-  echo "$total"
+# CPU ticks of the processes named $1 so far.
+ticks_named() {
+  # shellcheck disable=SC2046 # one PID per word
+  ticks_of $(pgrep -x "$1")
 }
 
 # Runs loadgen; also writes $OUT/$name.cpu: CPU ticks of switch, postgres, haproxy and the whole
@@ -83,9 +81,9 @@ load() {
     --report "$OUT/$name.json" >"$OUT/$name.out" 2>"$OUT/$name.err" &
   local lg=$! before after
   sleep "${WARMUP%s}"
-  before="$(cpu_ticks switch) $(cpu_ticks postgres) $(cpu_ticks haproxy) $(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)"
+  before="$(ticks_named switch) $(ticks_named postgres) $(ticks_named haproxy) $(machine_ticks)"
   sleep "${DURATION%s}"
-  after="$(cpu_ticks switch) $(cpu_ticks postgres) $(cpu_ticks haproxy) $(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)"
+  after="$(ticks_named switch) $(ticks_named postgres) $(ticks_named haproxy) $(machine_ticks)"
   wait "$lg" || true
   echo "$before $after" >"$OUT/$name.cpu"
   tail -n 1 "$OUT/$name.err"

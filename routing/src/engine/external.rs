@@ -17,7 +17,7 @@
 use super::{AccountState, IdemEntry, OrderKey, OrderState, PayKind, Shard, TxnSlot, TxnState};
 use crate::data::{Account, CardStatus, Order, OrderStatus};
 use crate::kind::TxnKind;
-use crate::message::{IdemKey, MerchantId, Request, TxnId};
+use crate::message::{IdemKey, MerchantId, Mti, Request, TxnId};
 use crate::pan::Pan;
 use crate::time::Yymm;
 use crate::wire::{Reader, Wire, WireError};
@@ -193,19 +193,12 @@ impl BatchKeys {
 /// transaction identity (41, 11, 7) that follows it, so that a store can keep a request's
 /// answer in one row with its identity's slot.
 pub fn split_idem_key(key: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
-    let k = decode::<IdemKey>(key, "idempotency key")?;
-    let id = encode(&TxnId {
-        terminal: k.terminal,
-        stan: k.stan,
-        transmission: k.transmission,
-    });
-    match key.len().checked_sub(id.len()) {
-        Some(at) if key[at..] == id[..] => Ok(key.split_at(at)),
-        _ => Err(WireError::Invalid {
-            what: "idempotency key",
-            offset: 0,
-        }),
-    }
+    // The MTI's varint comes first; what follows must be a whole identity.
+    let mut r = Reader::new(key);
+    Mti::get(&mut r)?;
+    let (mti, id) = key.split_at(r.offset());
+    decode::<TxnId>(id, "idempotency key")?;
+    Ok((mti, id))
 }
 
 fn encode<T: Wire>(v: &T) -> Vec<u8> {
@@ -447,10 +440,14 @@ mod tests {
                 }
             }
             let mut orders = keys.orders.clone();
+            // Each idempotency key with the identity whose record keeps its answer.
+            let answer_ids: Vec<(&Vec<u8>, &[u8])> = keys
+                .idem
+                .iter()
+                .map(|k| (k, split_idem_key(k).unwrap().1))
+                .collect();
             let mut ids: Vec<Vec<u8>> = keys.txns.clone();
-            for k in &keys.idem {
-                ids.push(split_idem_key(k).unwrap().1.to_vec());
-            }
+            ids.extend(answer_ids.iter().map(|(_, id)| id.to_vec()));
             ids.sort();
             ids.dedup();
             let read: Vec<Vec<u8>> = if optimistic {
@@ -493,10 +490,7 @@ mod tests {
                     changed |= record.slot.as_ref() != Some(&row);
                     record.slot = Some(row);
                 }
-                for k in &keys.idem {
-                    if split_idem_key(k).unwrap().1 != id.as_slice() {
-                        continue;
-                    }
+                for &(k, _) in answer_ids.iter().filter(|(_, of)| *of == id.as_slice()) {
                     if let Some(row) = ws.idem_row(k).unwrap() {
                         changed |= record.answers.get(k) != Some(&row.value);
                         record.answers.insert(row.key, row.value);

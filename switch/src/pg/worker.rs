@@ -439,14 +439,18 @@ impl Worker {
             .ok_or_else(|| Failure::Fatal(anyhow!("no store connection")))?;
         let keys = &self.keys;
         let t0 = Instant::now();
-        // Every record the batch may write: the identities of its idempotency keys and the
-        // slots it acts on, sorted (the lock order).
+        // Each idempotency key as (MTI, identity): its answer is kept in that identity's
+        // record.
+        let answer_keys = keys
+            .idem
+            .iter()
+            .map(|key| split_idem_key(key))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure::Fatal(anyhow!("idempotency key: {e}")))?;
+        // Every record the batch may write: those identities and the slots it acts on,
+        // sorted (the lock order).
         let mut record_ids: Vec<&[u8]> = keys.txns.iter().map(Vec::as_slice).collect();
-        for key in &keys.idem {
-            let (_, id) =
-                split_idem_key(key).map_err(|e| Failure::Fatal(anyhow!("idempotency key: {e}")))?;
-            record_ids.push(id);
-        }
+        record_ids.extend(answer_keys.iter().map(|&(_, id)| id));
         record_ids.sort_unstable();
         record_ids.dedup();
         let mut ws = Shard::working_set(self.engine.clone());
@@ -463,10 +467,12 @@ impl Worker {
                 .iter()
                 .filter_map(|o| Some((merchant_str(&o.merchant)?, o.order_id.as_str())))
                 .unzip();
-            let read_ids: Vec<&[u8]> = if optimistic {
-                keys.targets.iter().map(Vec::as_slice).collect()
+            let targets: Vec<&[u8]>;
+            let read_ids: &[&[u8]] = if optimistic {
+                targets = keys.targets.iter().map(Vec::as_slice).collect();
+                &targets
             } else {
-                record_ids.clone()
+                &record_ids
             };
             // Approval codes: a fresh block when what is left might not do for this batch.
             let fresh_codes = codes.1.wrapping_sub(codes.0) < batch.len() as u64;
@@ -563,7 +569,7 @@ impl Worker {
         let t1 = Instant::now();
         // Round trip 2: write what changed, find out which unreturned cards exist, then
         // commit, pipelined.
-        let w = Writes::collect(&ws, keys, &record_ids, &loaded, now)?;
+        let w = Writes::collect(&ws, keys, &answer_keys, &record_ids, &loaded, now)?;
         let (n, c) = (&w.rec_new, &w.rec_changed);
         let params: [&(dyn ToSql + Sync); 24] = [
             &w.acc_pan,
@@ -750,8 +756,9 @@ fn put_answer(out: &mut Vec<u8>, mti: &[u8], entry: &[u8]) {
 
 /// Column arrays of `records` rows to insert or update.
 #[derive(Default)]
-struct RecordColumns {
-    id: Vec<Vec<u8>>,
+struct RecordColumns<'k> {
+    /// Borrowed from the batch's keys.
+    id: Vec<&'k [u8]>,
     slot: Vec<Option<Vec<u8>>>,
     merchant: Vec<Option<String>>,
     order_id: Vec<Option<String>>,
@@ -760,8 +767,14 @@ struct RecordColumns {
     expires: Vec<Option<i64>>,
 }
 
-impl RecordColumns {
-    fn push(&mut self, id: &[u8], slot: Option<EntryRow>, answers: Vec<u8>, expires: Option<i64>) {
+impl<'k> RecordColumns<'k> {
+    fn push(
+        &mut self,
+        id: &'k [u8],
+        slot: Option<EntryRow>,
+        answers: Vec<u8>,
+        expires: Option<i64>,
+    ) {
         let (slot, order) = match slot {
             Some(s) => (Some(s.value), s.order),
             None => (None, None),
@@ -773,7 +786,7 @@ impl RecordColumns {
             ),
             None => (None, None),
         };
-        self.id.push(id.to_vec());
+        self.id.push(id);
         self.slot.push(slot);
         self.merchant.push(m);
         self.order_id.push(i);
@@ -798,15 +811,16 @@ struct Writes<'k> {
     ord_i: Vec<String>,
     ord_status: Vec<&'static str>,
     ord_paid_by: Vec<Option<Vec<u8>>>,
-    rec_new: RecordColumns,
-    rec_changed: RecordColumns,
+    rec_new: RecordColumns<'k>,
+    rec_changed: RecordColumns<'k>,
 }
 
 impl<'k> Writes<'k> {
     fn collect(
         ws: &Shard,
         keys: &'k BatchKeys,
-        record_ids: &[&[u8]],
+        answer_keys: &[(&'k [u8], &'k [u8])],
+        record_ids: &[&'k [u8]],
         loaded: &Loaded,
         now: Now,
     ) -> Result<Self, Failure> {
@@ -848,8 +862,7 @@ impl<'k> Writes<'k> {
         let unreadable = |e: routing::WireError| Failure::Fatal(anyhow!("entry key: {e}"));
         // The MTI encodings of the batch's answers, by identity.
         let mut batch_mtis: HashMap<&[u8], Vec<&[u8]>> = HashMap::new();
-        for key in &keys.idem {
-            let (mti, id) = split_idem_key(key).map_err(unreadable)?;
+        for &(mti, id) in answer_keys {
             batch_mtis.entry(id).or_default().push(mti);
         }
         let mut mtis: Vec<&[u8]> = Vec::new();
