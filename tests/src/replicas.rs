@@ -36,6 +36,7 @@ use std::ffi::OsString;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -65,9 +66,42 @@ pub fn which(tool: &str) -> Option<PathBuf> {
     found
 }
 
-/// A loopback port nobody listens on right now (another process may take it before the caller
-/// binds it; good enough on a test machine).
+/// A loopback port nobody listens on right now, for a child process to bind later.
+///
+/// Picked below the kernel's ephemeral range (`ip_local_port_range`), not by binding port 0:
+/// an ephemeral port, once released, is soon handed out again as the local end of some
+/// outgoing connection (a replica's database link, a client) and the child's bind then fails
+/// with "Address already in use" (seen on CI with HAProxy's front port). Below the range only
+/// another explicit pick can take it: the picks are spread pseudo-randomly per process and
+/// call, and each is checked by binding it.
 pub fn free_port() -> u16 {
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    const LOWEST: u64 = 10_000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(LOWEST);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = (u64::from(std::process::id()) << 32) ^ u64::from(nanos);
+    for _ in 0..if span >= 1_000 { 100 } else { 0 } {
+        // splitmix64 of (process and time, call number): picks spread over the range.
+        let mut x = seed.wrapping_add(
+            CALLS
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^= x >> 31;
+        let port = (LOWEST + x % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    // A machine whose ephemeral range starts low, or a crowded one: any free port.
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
@@ -954,6 +988,23 @@ mod tests {
     fn dechunks() {
         assert_eq!(dechunk("5\r\nhello\r\n3\r\nabc\r\n0\r\n\r\n"), "helloabc");
         assert_eq!(dechunk("zz\r\n"), "");
+    }
+
+    #[test]
+    fn free_ports_are_bindable_and_below_the_ephemeral_range() {
+        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768);
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        for &p in &ports {
+            TcpListener::bind(("127.0.0.1", p)).expect("bindable");
+            if low >= 11_000 {
+                assert!((10_000..low).contains(&p), "{p} below {low}");
+            }
+        }
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert!(distinct.len() > 40, "spread out: {ports:?}");
     }
 
     #[test]
