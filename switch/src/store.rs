@@ -373,8 +373,8 @@ const REBUILD_SLICE: std::time::Duration = std::time::Duration::from_millis(5);
 /// Shard `i`'s state at the start of journal segment `generation`, rebuilt from files alone:
 /// the newest snapshot before it and the closed segments since, replayed as recovery does
 /// ([`Shard::apply`], outputs dropped). A periodic snapshot is built this way off the shard
-/// thread (`crate::shards`), using at most half a core (it rests as long as it works). Gives
-/// up with an error once `cancel` is raised.
+/// thread (`crate::shards`); with `rest` it uses at most half a core (it rests as long as it
+/// works). Gives up with an error once `cancel` is raised.
 pub fn rebuild(
     dir: &Path,
     i: usize,
@@ -382,6 +382,7 @@ pub fn rebuild(
     engine: &EngineConfig,
     generation: u64,
     cancel: &std::sync::atomic::AtomicBool,
+    rest: bool,
 ) -> anyhow::Result<(Shard, u64)> {
     use std::sync::atomic::Ordering;
     let files = journal::snapshot_sources(dir, generation)?;
@@ -411,7 +412,7 @@ pub fn rebuild(
                 }
                 // Half the time at most: the shard threads need the cores more.
                 let worked = working.elapsed();
-                if worked >= REBUILD_SLICE {
+                if rest && worked >= REBUILD_SLICE {
                     std::thread::sleep(worked);
                     working = std::time::Instant::now();
                 }

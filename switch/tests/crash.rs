@@ -239,8 +239,11 @@ fn spawn_switch(dir: &Path, round: usize) -> (Switch, SocketAddr) {
             "info",
         ])
         .env_remove("SWITCH_CONFIG")
-        // Periodic snapshots every few thousand records, so kills land around them too.
-        .env("SWITCH_SNAPSHOT_EVERY_RECORDS", "3000")
+        // Periodic snapshots every thousand records, so kills land around them too. (Builders
+        // wait for idle CPU, which this load leaves little of; a build overdue when the next
+        // falls due is given up and the next built at nice 10: at 3,000 records a round was
+        // sometimes killed before any was confirmed.)
+        .env("SWITCH_SNAPSHOT_EVERY_RECORDS", "1000")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log))
         .spawn()
