@@ -174,6 +174,9 @@ for durability in $DURABILITIES; do
   done
   kill -TERM "$SWITCH_PID" 2>/dev/null || true
   wait "$SWITCH_PID" 2>/dev/null || true
+  # Periodic snapshots built during the rows compete with them (README, "Snapshot builders
+  # on idle CPU only"): say how many went into force and how many were given up as overdue.
+  NOTES+=("--durability $durability: periodic snapshots during the runs: $(grep -c 'periodic snapshot in force' "$log" || true) put in force, $(grep -c 'periodic snapshot overdue' "$log" || true) given up as overdue (the next then built at nice 10)")
 done
 
 {
