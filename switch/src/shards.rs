@@ -1185,13 +1185,26 @@ mod tests {
         (worker, peer1_rx)
     }
 
-    #[test]
-    fn a_periodic_snapshot_is_built_off_the_shard_and_waits_for_the_receivers() {
+    /// [`worker_by_hand`] in a new directory, with nothing durable on shard 1 yet; also the
+    /// matrix shard 1's progress goes into and shard 0's directory.
+    fn fresh_worker_by_hand() -> (
+        tempfile::TempDir,
+        Arc<[AtomicU64]>,
+        Worker,
+        Receiver<Inbound>,
+        std::path::PathBuf,
+    ) {
         let dir = tempfile::tempdir().expect("tmp");
         let state = dir.path().join("state");
         let durable: Arc<[AtomicU64]> = (0..4).map(|_| AtomicU64::new(0)).collect();
-        let (mut w, to_shard_1) = worker_by_hand(&state, durable.clone());
+        let (w, to_shard_1) = worker_by_hand(&state, durable.clone());
         let sdir = crate::journal::shard_dir(&state, 0);
+        (dir, durable, w, to_shard_1, sdir)
+    }
+
+    #[test]
+    fn a_periodic_snapshot_is_built_off_the_shard_and_waits_for_the_receivers() {
+        let (_dir, durable, mut w, to_shard_1, sdir) = fresh_worker_by_hand();
         // A purchase decided on shard 0 for a card on shard 1: shard 0 sends 1 a message.
         let accounts = demo_accounts();
         let request = purchase(card_on(&accounts, 1), 0, 1);
@@ -1263,11 +1276,7 @@ mod tests {
     #[test]
     fn an_overdue_idle_snapshot_is_given_up_and_the_next_built_at_nice_10() {
         const SCHED_IDLE: u32 = 5;
-        let dir = tempfile::tempdir().expect("tmp");
-        let state = dir.path().join("state");
-        let durable: Arc<[AtomicU64]> = (0..4).map(|_| AtomicU64::new(0)).collect();
-        let (mut w, to_shard_1) = worker_by_hand(&state, durable.clone());
-        let sdir = crate::journal::shard_dir(&state, 0);
+        let (_dir, durable, mut w, to_shard_1, sdir) = fresh_worker_by_hand();
         let accounts = demo_accounts();
         let decide = |w: &mut Worker, from: u32| {
             let request = purchase(card_on(&accounts, 1), 0, from);
