@@ -62,8 +62,9 @@
 //! that is never idle would starve it, so a build still running when the next snapshot is
 //! due (the shard has journaled another `SWITCH_SNAPSHOT_EVERY_RECORDS` records) is given up
 //! and the next one is built at nice 10, resting as long as it works (at most half a core);
-//! so is every build while a given-up builder has not yet exited. The journal thus keeps at
-//! most about two snapshot intervals, as when every build ran at nice 10.
+//! so is every build while a given-up builder has not yet exited, and every build where the
+//! system refuses `SCHED_IDLE`. The journal thus keeps at most about two snapshot intervals,
+//! as when every build ran at nice 10.
 //!
 //! After each commit a shard publishes its `received_seq` of every other shard as of that
 //! batch (a shared matrix of atomics). The builder puts the pending snapshot in force (rename,
@@ -875,7 +876,7 @@ impl SnapshotBuilder {
         // starved them on a 2-core machine (measured: open-loop p90 2.2 s at a quarter of
         // saturation while two builders ran). So idle CPU only, or when overdue nice 10 (a
         // tenth of a busy core; nice 19 left snapshots waiting indefinitely under full load).
-        let lowered = if self.urgent {
+        let nice_10 = || {
             // The crate maps 0..=99 onto nice 19..=-20; 22 is nice 10.
             ThreadPriorityValue::try_from(22u8)
                 .map_err(|e| e.to_string())
@@ -883,7 +884,8 @@ impl SnapshotBuilder {
                     thread_priority::set_current_thread_priority(ThreadPriority::Crossplatform(v))
                         .map_err(|e| e.to_string())
                 })
-        } else {
+        };
+        let idle = || {
             use thread_priority::unix::{
                 set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
                 ThreadSchedulePolicy,
@@ -895,13 +897,23 @@ impl SnapshotBuilder {
             )
             .map_err(|e| e.to_string())
         };
-        if let Err(e) = lowered {
-            tracing::warn!(shard = self.id, urgent = self.urgent, error = %e, "snapshot builder keeps the shard's priority");
+        // Where `SCHED_IDLE` is refused (a seccomp profile), nice 10 as before.
+        let on_idle_cpu = !self.urgent
+            && idle()
+                .map_err(|e| {
+                    tracing::warn!(shard = self.id, error = %e, "no SCHED_IDLE for the snapshot builder: nice 10")
+                })
+                .is_ok();
+        if !on_idle_cpu {
+            if let Err(e) = nice_10() {
+                tracing::warn!(shard = self.id, error = %e, "snapshot builder keeps the shard's priority");
+            }
         }
         self.tid
             .store(nix::unistd::gettid().as_raw(), Ordering::SeqCst);
         let started = Instant::now();
-        match self.build(started) {
+        // Off idle CPU it rests as long as it works (at most half a core).
+        match self.build(started, !on_idle_cpu) {
             Ok(true) => tracing::info!(
                 shard = self.id,
                 generation = self.generation,
@@ -923,7 +935,7 @@ impl SnapshotBuilder {
     }
 
     /// Ok(true): in force; Ok(false): given up (cancelled or a journal failed).
-    fn build(&self, started: Instant) -> anyhow::Result<bool> {
+    fn build(&self, started: Instant, rest: bool) -> anyhow::Result<bool> {
         let rebuilt = crate::store::rebuild(
             &self.dir,
             self.id,
@@ -931,7 +943,7 @@ impl SnapshotBuilder {
             &self.engine,
             self.generation,
             &self.cancel,
-            self.urgent,
+            rest,
         );
         let (shard, records) = match rebuilt {
             Ok(r) => r,
