@@ -71,7 +71,8 @@
 //! then the older snapshot and segments are removed) only once every receiver's published
 //! value reaches what this shard had sent it at the cut: a crash before then recovers from the
 //! older snapshot and every segment since, so no message sent before the cut can be lost with
-//! the journal that would re-deliver it. At a stop the builder is cancelled; on a clean
+//! the journal that would re-deliver it. At a stop the builder is cancelled (and waited for
+//! at most `BUILDER_STOP_WAIT`, 2 s: one on idle CPU may get none); on a clean
 //! shutdown with nothing in flight between shards, every shard writes a final snapshot.
 //!
 //! # Tokens
@@ -396,11 +397,26 @@ struct SnapshotBuild {
     tid: Arc<AtomicI32>,
 }
 
+/// How long a stopping shard waits for a cancelled snapshot builder to exit.
+const BUILDER_STOP_WAIT: Duration = Duration::from_secs(2);
+
 impl SnapshotBuild {
-    /// Cancels the build and waits for its thread.
-    fn cancel_and_join(self) {
+    /// Cancels the build and waits for its thread, at most `limit`: a builder on idle CPU may
+    /// not run at all on a machine other processes keep busy, and a stop must not hang on it.
+    /// One left behind cannot put its snapshot in force (it checks `cancel` first) and dies
+    /// with the process; at worst it leaves a `.pending` file, which recovery ignores and the
+    /// next snapshot in force removes. Whether it exited.
+    fn cancel_and_wait(self, limit: Duration) -> bool {
         self.cancel.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + limit;
+        while !self.handle.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let _ = self.handle.join();
+        true
     }
 }
 
@@ -548,7 +564,12 @@ impl Worker {
             .into_iter()
             .flatten()
         {
-            build.cancel_and_join();
+            if !build.cancel_and_wait(BUILDER_STOP_WAIT) {
+                tracing::warn!(
+                    shard = self.id,
+                    "a cancelled snapshot builder got no CPU to stop; stopping without it"
+                );
+            }
         }
         (self.shard, self.journal)
     }
@@ -1341,6 +1362,43 @@ mod tests {
         let third = w.snapshot.as_ref().expect("building a third");
         assert!(!third.urgent);
         assert_eq!(builder_sched(third).0, SCHED_IDLE);
+    }
+
+    #[test]
+    fn a_stop_does_not_wait_long_for_a_builder_that_does_not_run() {
+        // Stands for a builder on idle CPU that gets none: it never looks at `cancel`.
+        let (release_tx, release_rx) = channel::bounded::<()>(1);
+        let stuck = SnapshotBuild {
+            handle: std::thread::spawn(move || {
+                let _ = release_rx.recv();
+            }),
+            cancel: Arc::new(AtomicBool::new(false)),
+            urgent: false,
+            tid: Arc::new(AtomicI32::new(0)),
+        };
+        let cancel = stuck.cancel.clone();
+        let started = Instant::now();
+        assert!(
+            !stuck.cancel_and_wait(Duration::from_millis(100)),
+            "left behind"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(cancel.load(Ordering::SeqCst), "told to stop");
+        drop(release_tx);
+        // One that stops when told is waited for.
+        let cancel = Arc::new(AtomicBool::new(false));
+        let seen = cancel.clone();
+        let prompt = SnapshotBuild {
+            handle: std::thread::spawn(move || {
+                while !seen.load(Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }),
+            cancel,
+            urgent: false,
+            tid: Arc::new(AtomicI32::new(0)),
+        };
+        assert!(prompt.cancel_and_wait(Duration::from_secs(10)), "exited");
     }
 
     #[test]
