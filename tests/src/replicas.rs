@@ -66,37 +66,35 @@ pub fn which(tool: &str) -> Option<PathBuf> {
     found
 }
 
+/// The first port of the kernel's ephemeral range (`ip_local_port_range`; 32768 by default).
+fn ephemeral_port_low() -> u64 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
 /// A loopback port nobody listens on right now, for a child process to bind later.
 ///
 /// Picked below the kernel's ephemeral range (`ip_local_port_range`), not by binding port 0:
 /// an ephemeral port, once released, is soon handed out again as the local end of some
 /// outgoing connection (a replica's database link, a client) and the child's bind then fails
 /// with "Address already in use" (seen on CI with HAProxy's front port). Below the range only
-/// another explicit pick can take it: the picks are spread pseudo-randomly per process and
-/// call, and each is checked by binding it.
+/// another explicit pick can take it: each process starts at its own point (process id and
+/// clock) and its calls step through the range by a large prime, and each pick is checked by
+/// binding it.
 pub fn free_port() -> u16 {
     static CALLS: AtomicU64 = AtomicU64::new(0);
     const LOWEST: u64 = 10_000;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u64>().ok())
-        .unwrap_or(32_768);
-    let span = ephemeral_low.saturating_sub(LOWEST);
+    const STRIDE: u64 = 7_919;
+    let span = ephemeral_port_low().saturating_sub(LOWEST);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    let seed = (u64::from(std::process::id()) << 32) ^ u64::from(nanos);
+    let start = u64::from(std::process::id()).wrapping_mul(1_000_003) ^ u64::from(nanos);
     for _ in 0..if span >= 1_000 { 100 } else { 0 } {
-        // splitmix64 of (process and time, call number): picks spread over the range.
-        let mut x = seed.wrapping_add(
-            CALLS
-                .fetch_add(1, Ordering::Relaxed)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-        );
-        x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x ^= x >> 31;
-        let port = (LOWEST + x % span) as u16;
+        let call = CALLS.fetch_add(1, Ordering::Relaxed);
+        let port = (LOWEST + start.wrapping_add(call.wrapping_mul(STRIDE)) % span) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
@@ -992,15 +990,12 @@ mod tests {
 
     #[test]
     fn free_ports_are_bindable_and_below_the_ephemeral_range() {
-        let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|r| r.split_whitespace().next()?.parse().ok())
-            .unwrap_or(32_768);
+        let low = ephemeral_port_low();
         let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
         for &p in &ports {
             TcpListener::bind(("127.0.0.1", p)).expect("bindable");
             if low >= 11_000 {
-                assert!((10_000..low).contains(&p), "{p} below {low}");
+                assert!((10_000..low).contains(&u64::from(p)), "{p} below {low}");
             }
         }
         let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
