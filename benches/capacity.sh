@@ -2,7 +2,7 @@
 # Capacity benchmark (issue 5): how fast is the switch on this machine, and how does that
 # compare with what the machine's loopback and our own client can do at all?
 #
-#   benches/capacity.sh            # about 1.5 minutes after the release build
+#   benches/capacity.sh            # about 2 minutes after the release build
 #
 # 1. Builds the release `switch` and `loadgen`, writes a demo data set (10,000 cards,
 #    10,000 orders) with `switch demo-data`.
@@ -10,8 +10,13 @@
 #    decoding) driven by `loadgen --mode echo`, the same client code as against the switch,
 #    closed loop 16 connections x 64 in flight.
 # 3. For each durability (`none`, then the default `fsync`): a fresh switch on a fresh copy of
-#    the data; closed loop to saturation (16 x 64, 0200 purchases); then open loop at 25, 50
-#    and 75% of the saturation rate (latency from each request's due time).
+#    the data, closed loop to saturation (16 x 64, 0200 purchases), then open loop at 50% of
+#    that rate on the same switch (latency from each request's due time), while it builds the
+#    snapshots the saturation run made due; then another fresh switch, open loop at 25, 50
+#    and 75% of the saturation rate. During each switch run the switch's snapshot builders
+#    are sampled every half second from its /metrics (`switch_snapshot_builders`).
+# 3b. Latency floor: the echo server again, open loop at each durability's 50% rate: what
+#    the machine, its scheduler and loadgen's own pacing add to any open-loop latency.
 # 4. Prints a table (also in $OUT/summary.md) with, beside the rates and latencies, the CPU
 #    time per answered request of the server (switch or echo server), of loadgen and of the
 #    whole machine during the measured part (/proc); every loadgen report (JSON, .hgrm, .svg)
@@ -67,6 +72,34 @@ cpu_per_answer() {
      END { n = tps * (b[1] - a[1]); if (n > 0) printf "%.1f", (b[c] - a[c]) * 1e6 / t / n; else print "-" }' "$OUT/$1.cpu"
 }
 
+# scrape ADDR: the switch's /metrics, over bash's /dev/tcp (no curl needed).
+scrape() {
+  local fd
+  exec {fd}<>"/dev/tcp/${1%:*}/${1##*:}" || return 1
+  printf 'GET /metrics HTTP/1.0\r\nHost: capacity\r\n\r\n' >&"$fd"
+  cat <&"$fd"
+  exec {fd}<&-
+}
+
+# sample_builders ADDR FILE: every half second, how many periodic snapshot builders the switch
+# runs (`switch_snapshot_builders`), one line each, until killed.
+sample_builders() {
+  while true; do
+    scrape "$1" 2>/dev/null | awk '/^switch_snapshot_builders /{ print $2; found = 1 } END { if (!found) print "?" }' >>"$2"
+    sleep 0.5
+  done
+}
+
+# builders NAME: "k/n": in k of the n samples of run NAME's measured part a snapshot builder
+# was running ("-" for the echo server).
+builders() {
+  if [ -s "$OUT/$1.builders" ]; then
+    awk '$1 > 0 { k++ } END { printf "%d/%d", k, NR }' "$OUT/$1.builders"
+  else
+    echo "-"
+  fi
+}
+
 # run_loadgen NAME WARMUP DURATION SERVER_PID ARGS...: writes $OUT/NAME.json (+ .hgrm, .svg),
 # .out (summary), .err, and .cpu (time, and CPU ticks of the server, loadgen and the machine,
 # half a second into the measured part and half a second before its end: loadgen exits at it).
@@ -79,9 +112,18 @@ run_loadgen() {
     --duration "${duration}s" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
   lg=$!
   sleep "$warmup.5"
-  echo "$(date +%s.%N) $(ticks_of "$server") $(ticks_of "$lg") $(machine_ticks)" >"$OUT/$name.cpu"
+  echo "$(date +%s.%N) $(ticks_of "$server") $(ticks_of "$lg") $(machine_ticks) $(steal_ticks)" >"$OUT/$name.cpu"
+  local sampler=
+  if [ -n "${ADMIN_ADDR:-}" ]; then
+    sample_builders "$ADMIN_ADDR" "$OUT/$name.builders" &
+    sampler=$!
+  fi
   sleep "$((duration - 1))"
-  echo "$(date +%s.%N) $(ticks_of "$server") $(ticks_of "$lg") $(machine_ticks)" >>"$OUT/$name.cpu"
+  echo "$(date +%s.%N) $(ticks_of "$server") $(ticks_of "$lg") $(machine_ticks) $(steal_ticks)" >>"$OUT/$name.cpu"
+  if [ -n "$sampler" ]; then
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+  fi
   wait "$lg" || rc=$?
   if [ "$rc" -ge 2 ]; then
     echo "loadgen $name failed (exit $rc):" >&2
@@ -108,9 +150,16 @@ wait_for() {
   return 1
 }
 
+# Percent of the machine's CPU time (all cores) stolen by the hypervisor in run NAME's window.
+steal_pct() {
+  awk -v n="$(nproc)" -v t="$(getconf CLK_TCK)" \
+    'NR == 1 { split($0, a) } NR == 2 { split($0, b) }
+     END { w = (b[1] - a[1]) * n * t; if (w > 0) printf "%.1f", 100 * (b[5] - a[5]) / w; else print "-" }' "$OUT/$1.cpu"
+}
+
 ROWS=()
 cpus() { echo "$(cpu_per_answer "$1" 2) / $(cpu_per_answer "$1" 3) / $(cpu_per_answer "$1" 4)"; }
-FMT='| %-26s | %-10s | %-6s | %10s | %6s | %8s | %9s | %9s | %9s | %12s | %17s |'
+FMT='| %-26s | %-10s | %-6s | %10s | %6s | %8s | %9s | %9s | %9s | %12s | %17s | %7s | %8s |'
 row() { ROWS+=("$(printf "$FMT" "$@")"); }
 
 # --- the raw limit: echo server, same client -------------------------------------------
@@ -126,34 +175,67 @@ wait "$ECHO_PID" 2>/dev/null || true
 ECHO_TPS=$(field echo-closed tps)
 row "echo (raw limit)" "-" "closed" "$ECHO_TPS" "$(field echo-closed errors)" \
   "$(field echo-closed timeouts)" "$(field echo-closed p50_us)" "$(field echo-closed p99_us)" \
-  "$(field echo-closed p999_us)" "-" "$(cpus echo-closed)"
+  "$(field echo-closed p999_us)" "-" "$(cpus echo-closed)" "$(steal_pct echo-closed)" "-"
 
-declare -A SAT
-NOTES=()
-for durability in $DURABILITIES; do
-  echo "== switch, --durability $durability" >&2
-  rm -rf "$OUT/state-$durability"
-  cp -r "$OUT/data" "$OUT/state-$durability"
-  shard_args=()
+# start_switch DURABILITY TAG: a switch on a fresh copy of the demo data; sets SWITCH_PID,
+# ISO_ADDR, ADMIN_ADDR and SWITCH_LOG.
+start_switch() {
+  local state="$OUT/state-$1-$2"
+  rm -rf "$state"
+  cp -r "$OUT/data" "$state"
+  local shard_args=()
   if [ -n "$SHARDS" ]; then shard_args=(--shards "$SHARDS"); fi
-  log="$OUT/switch-$durability.log"
-  "$BIN/switch" --data-dir "$OUT/state-$durability" --listen 127.0.0.1:0 \
-    --admin-listen 127.0.0.1:0 --durability "$durability" --log info \
-    "${shard_args[@]}" 2>"$log" &
+  SWITCH_LOG="$OUT/switch-$1-$2.log"
+  "$BIN/switch" --data-dir "$state" --listen 127.0.0.1:0 \
+    --admin-listen 127.0.0.1:0 --durability "$1" --log info \
+    "${shard_args[@]}" 2>"$SWITCH_LOG" &
   SWITCH_PID=$!
   PIDS+=("$SWITCH_PID")
-  ISO_ADDR=$(wait_for "$log" '.*switch ready.* iso_addr=\([0-9.:]*\).*')
-  ADMIN_ADDR=$(wait_for "$log" '.*switch ready.* admin_addr=\([0-9.:]*\).*')
+  ISO_ADDR=$(wait_for "$SWITCH_LOG" '.*switch ready.* iso_addr=\([0-9.:]*\).*')
+  ADMIN_ADDR=$(wait_for "$SWITCH_LOG" '.*switch ready.* admin_addr=\([0-9.:]*\).*')
   "$BIN/switch" healthcheck --admin "$ADMIN_ADDR"
+}
 
+# stop_switch DURABILITY: stops it and notes its periodic snapshots (built beside the rows,
+# they compete with them: README, "Snapshot builders on idle CPU only").
+stop_switch() {
+  # Its group commits over its life: how many, their mean, and how many took over 10 ms.
+  local commits
+  commits=$(scrape "$ADMIN_ADDR" 2>/dev/null | awk '
+    /^switch_journal_commit_duration_seconds_bucket\{le="0.01024"\}/ { fast = $2 }
+    /^switch_journal_commit_duration_seconds_count / { n = $2 }
+    /^switch_journal_commit_duration_seconds_sum / { sum = $2 }
+    END { if (n > 0) printf "%d journal commits, mean %.2f ms, %d over 10 ms", n, 1000 * sum / n, n - fast; else print "no journal commits" }')
+  kill -TERM "$SWITCH_PID" 2>/dev/null || true
+  wait "$SWITCH_PID" 2>/dev/null || true
+  ADMIN_ADDR=
+  # Its journal may still be dirty in the page cache (`none` never flushes it): written back
+  # later, it would stall the next switch's fsyncs.
+  sync
+  NOTES+=("--durability $1, $(basename "$SWITCH_LOG" .log): $commits; periodic snapshots: $(grep -c 'periodic snapshot in force' "$SWITCH_LOG" || true) put in force, $(grep -c 'periodic snapshot overdue' "$SWITCH_LOG" || true) given up as overdue (the next then built at nice 10)")
+}
+
+# open_row NAME LABEL DURABILITY: the table row of an open-loop run.
+open_row() {
+  row "$2" "$3" "open" "$(field "$1" tps)" "$(field "$1" errors)" "$(field "$1" timeouts)" \
+    "$(field "$1" p50_us)" "$(field "$1" p99_us)" "$(field "$1" p999_us)" \
+    "$(field "$1" send_lag_p99_us)" "$(cpus "$1")" "$(steal_pct "$1")" "$(builders "$1")"
+}
+
+declare -A SAT HALF
+NOTES=()
+for durability in $DURABILITIES; do
+  echo "== switch, --durability $durability: saturation" >&2
+  start_switch "$durability" saturation
   name="switch-$durability-closed"
   run_loadgen "$name" "$WARMUP" "$SAT_DURATION" "$SWITCH_PID" --target "$ISO_ADDR" \
     --pipeline "$PIPELINE"
   sat=$(field "$name" tps)
   # What the switch persisted beside the two CSV files it started from: a durable switch
   # journals every decision before answering, so its journal grows with the requests.
-  journal=$(find "$OUT/state-$durability" -type f -name '*journal*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
-  other=$(find "$OUT/state-$durability" -type f ! -name '*journal*' ! -name accounts.csv ! -name orders.csv -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+  state="$OUT/state-$durability-saturation"
+  journal=$(find "$state" -type f -name '*journal*' -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
+  other=$(find "$state" -type f ! -name '*journal*' ! -name accounts.csv ! -name orders.csv -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }')
   NOTES+=("--durability $durability: right after its saturation run, journal files held $journal bytes, other state files $other bytes$(
     if [ "$journal" -eq 0 ]; then
       echo " (nothing journaled: decisions were not on disk when answered)"
@@ -161,23 +243,48 @@ for durability in $DURABILITIES; do
   SAT[$durability]=$sat
   row "switch saturation" "$durability" "closed" "$sat" "$(field "$name" errors)" \
     "$(field "$name" timeouts)" "$(field "$name" p50_us)" "$(field "$name" p99_us)" \
-    "$(field "$name" p999_us)" "-" "$(cpus "$name")"
+    "$(field "$name" p999_us)" "-" "$(cpus "$name")" "$(steal_pct "$name")" "$(builders "$name")"
+  HALF[$durability]=$(awk -v s="$sat" 'BEGIN { r = int(s / 2); if (r < 1) r = 1; print r }')
+  # The saturation run journaled millions of records: snapshots of them are usually being
+  # built now. The same 50% load on this switch shows what that costs.
+  name="switch-$durability-open50-busy"
+  run_loadgen "$name" "$OPEN_WARMUP" "$OPEN_DURATION" "$SWITCH_PID" --target "$ISO_ADDR" \
+    --rate "${HALF[$durability]}"
+  open_row "$name" "50% after saturation" "$durability"
+  stop_switch "$durability"
+
+  # Each open-loop row on a fresh switch measures the load it names, not the snapshot
+  # backlog the saturation run left (the row above does that).
+  echo "== switch, --durability $durability: open loop" >&2
+  start_switch "$durability" open
   for pct in 25 50 75; do
     rate=$(awk -v s="$sat" -v p="$pct" 'BEGIN { r = int(s * p / 100); if (r < 1) r = 1; print r }')
     name="switch-$durability-open$pct"
     run_loadgen "$name" "$OPEN_WARMUP" "$OPEN_DURATION" "$SWITCH_PID" --target "$ISO_ADDR" \
       --rate "$rate"
-    row "open loop ${pct}% = $rate/s" "$durability" "open" "$(field "$name" tps)" \
-      "$(field "$name" errors)" "$(field "$name" timeouts)" "$(field "$name" p50_us)" \
-      "$(field "$name" p99_us)" "$(field "$name" p999_us)" "$(field "$name" send_lag_p99_us)" \
-      "$(cpus "$name")"
+    open_row "$name" "open loop ${pct}% = $rate/s" "$durability"
   done
-  kill -TERM "$SWITCH_PID" 2>/dev/null || true
-  wait "$SWITCH_PID" 2>/dev/null || true
-  # Periodic snapshots built during the rows compete with them (README, "Snapshot builders
-  # on idle CPU only"): say how many went into force and how many were given up as overdue.
-  NOTES+=("--durability $durability: periodic snapshots during the runs: $(grep -c 'periodic snapshot in force' "$log" || true) put in force, $(grep -c 'periodic snapshot overdue' "$log" || true) given up as overdue (the next then built at nice 10)")
+  stop_switch "$durability"
 done
+
+# --- the latency floor: echo server, open loop at the switch's 50% rates ----------------
+# The same client, paced the same way, against a server that does nothing but echo: what the
+# machine, its scheduler and loadgen add to every open-loop latency by themselves.
+echo "== latency floor: loadgen echo-server, open loop at each 50% rate" >&2
+"$BIN/loadgen" echo-server --listen 127.0.0.1:0 >"$OUT/echo-server-open.out" 2>&1 &
+ECHO_PID=$!
+PIDS+=("$ECHO_PID")
+ECHO_ADDR=$(wait_for "$OUT/echo-server-open.out" '^listening on \(.*\)$')
+for durability in $DURABILITIES; do
+  rate=${HALF[$durability]}
+  name="echo-open50-$durability"
+  run_loadgen "$name" "$OPEN_WARMUP" "$OPEN_DURATION" "$ECHO_PID" --target "$ECHO_ADDR" \
+    --mode echo --rate "$rate"
+  open_row "$name" "echo open = $durability 50%" "-"
+  NOTES+=("open loop at 50% of --durability $durability ($rate/s): p99 $(field "switch-$durability-open50" p99_us) us on a fresh switch, $(field "switch-$durability-open50-busy" p99_us) us right after saturation; the echo server at the same rate $(field "$name" p99_us) us (the floor this machine and client give)")
+done
+kill -TERM "$ECHO_PID" 2>/dev/null || true
+wait "$ECHO_PID" 2>/dev/null || true
 
 {
   echo "Capacity benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -187,8 +294,8 @@ done
   echo "Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (working tree modified)')"
   echo
   printf "$FMT\n" run durability load "answers/s" errors timeouts "p50 us" "p99 us" "p99.9 us" \
-    "lag p99 us" "CPU us srv/lg/all"
-  echo "|----------------------------|------------|--------|------------|--------|----------|-----------|-----------|-----------|--------------|-------------------|"
+    "lag p99 us" "CPU us srv/lg/all" "steal %" "builders"
+  echo "|----------------------------|------------|--------|------------|--------|----------|-----------|-----------|-----------|--------------|-------------------|---------|----------|"
   printf '%s\n' "${ROWS[@]}"
   echo
   for durability in $DURABILITIES; do
@@ -201,6 +308,9 @@ done
   echo "loadgen itself was in sending (part of the latency: when it is large, loadgen was starved"
   echo "of CPU and the row says little about the switch). 'CPU us srv/lg/all': CPU time per"
   echo "answered request during the measured part, of the server (echo server or switch), of"
-  echo "loadgen and of the whole machine (2 cores give 2,000,000 us per second)."
+  echo "loadgen and of the whole machine (2 cores give 2,000,000 us per second). 'steal %': share"
+  echo "of the machine's CPU time the hypervisor gave to others while its vCPUs wanted to run."
+  echo "'builders': in how many of the half-second samples of the measured part the switch was"
+  echo "building a periodic snapshot (replaying its journal beside the shards)."
   echo "Reports (JSON, .hgrm, .svg) and switch logs: $OUT"
 } | tee "$OUT/summary.md"

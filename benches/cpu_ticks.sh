@@ -15,3 +15,10 @@ ticks_of() {
 machine_ticks() {
   awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat
 }
+
+# steal_ticks: clock ticks the hypervisor ran something else while this machine's vCPUs
+# wanted to run (0 on bare metal). A vCPU stolen for a few milliseconds delays every request
+# in flight on it: on a shared VM this, not the switch, can set an open-loop p99.
+steal_ticks() {
+  awk '/^cpu /{print $9}' /proc/stat
+}

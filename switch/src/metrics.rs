@@ -34,6 +34,17 @@ pub enum SkipReason {
     NotARequest,
 }
 
+/// How a periodic snapshot build ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotOutcome {
+    /// Written and in force: the journal before it was removed.
+    InForce,
+    /// Given up: overdue, the shard stopping, or a journal failure elsewhere.
+    Abandoned,
+    /// An error (disk, or the rebuilt state disagreeing with the running shard).
+    Failed,
+}
+
 /// Why a connection was closed by the switch.
 #[derive(Clone, Copy, Debug)]
 pub enum CloseReason {
@@ -71,6 +82,11 @@ pub struct Metrics {
     pub store_errors: Counter,
     /// PostgreSQL store: time of one batch's transaction (both round trips and the commit).
     pub store_batch_seconds: Histogram,
+    /// Periodic snapshot builders running now (they share the cores with the shards).
+    pub snapshot_builders: Gauge,
+    snapshots: [Counter; 3],
+    /// Time from a build's start to its snapshot being in force.
+    pub snapshot_build_seconds: Histogram,
 }
 
 /// A histogram of atomic counters: `observe` takes no lock, so every connection task can
@@ -279,6 +295,30 @@ impl Metrics {
             store_batch_seconds.clone(),
         );
 
+        let snapshot_builders = Gauge::default();
+        registry.register(
+            "snapshot_builders",
+            "Periodic snapshot builders running now (replaying a shard's journal beside the shards)",
+            snapshot_builders.clone(),
+        );
+        let snapshots_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "snapshots",
+            "Periodic snapshot builds finished, by outcome (in_force, abandoned, failed)",
+            snapshots_family.clone(),
+        );
+        let snapshots = ["in_force", "abandoned", "failed"].map(|o| {
+            snapshots_family
+                .get_or_create(&vec![("outcome", o.to_owned())])
+                .clone()
+        });
+        let snapshot_build_seconds = Histogram::new(exponential_buckets(0.25, 2.0, 10));
+        registry.register(
+            "snapshot_build_duration_seconds",
+            "Time from a periodic snapshot build's start to the snapshot being in force",
+            snapshot_build_seconds.clone(),
+        );
+
         Arc::new(Metrics {
             registry,
             messages,
@@ -296,7 +336,14 @@ impl Metrics {
             store_retries,
             store_errors,
             store_batch_seconds,
+            snapshot_builders,
+            snapshots,
+            snapshot_build_seconds,
         })
+    }
+
+    pub fn snapshot_finished(&self, outcome: SnapshotOutcome) {
+        self.snapshots[outcome as usize].inc();
     }
 
     /// Counts one answered request.

@@ -278,6 +278,9 @@ async fn admin_endpoints_and_metric_families() {
         "switch_shard_queue_depth",
         "switch_format_errors_total",
         "switch_frames_skipped_total",
+        "switch_snapshot_builders",
+        "switch_snapshots_total",
+        "switch_snapshot_build_duration_seconds",
     ] {
         assert!(
             body.contains(&format!("# TYPE {family} ")),
