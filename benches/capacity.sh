@@ -84,8 +84,10 @@ scrape() {
 # sample_builders ADDR FILE: every half second, how many periodic snapshot builders the switch
 # runs (`switch_snapshot_builders`), one line each, until killed.
 sample_builders() {
+  local metrics
   while true; do
-    scrape "$1" 2>/dev/null | awk '/^switch_snapshot_builders /{ print $2; found = 1 } END { if (!found) print "?" }' >>"$2"
+    metrics=$(scrape "$1" 2>/dev/null) || metrics=
+    printf '%s\n' "$metrics" | awk '/^switch_snapshot_builders /{ print $2; found = 1 } END { if (!found) print "?" }' >>"$2"
     sleep 0.5
   done
 }
@@ -94,7 +96,8 @@ sample_builders() {
 # was running ("-" for the echo server).
 builders() {
   if [ -s "$OUT/$1.builders" ]; then
-    awk '$1 > 0 { k++ } END { printf "%d/%d", k, NR }' "$OUT/$1.builders"
+    # "?": /metrics did not answer; such samples are not counted.
+    awk '$1 == "?" { next } { n++ } $1 + 0 > 0 { k++ } END { printf "%d/%d", k, n }' "$OUT/$1.builders"
   else
     echo "-"
   fi
@@ -200,12 +203,17 @@ start_switch() {
 # they compete with them: README, "Snapshot builders on idle CPU only").
 stop_switch() {
   # Its group commits over its life: how many, their mean, and how many took over 10 ms.
-  local commits
-  commits=$(scrape "$ADMIN_ADDR" 2>/dev/null | awk '
+  local metrics commits
+  metrics=$(scrape "$ADMIN_ADDR" 2>/dev/null) || metrics=
+  commits=$(printf '%s\n' "$metrics" | awk '
     /^switch_journal_commit_duration_seconds_bucket\{le="0.01024"\}/ { fast = $2 }
     /^switch_journal_commit_duration_seconds_count / { n = $2 }
     /^switch_journal_commit_duration_seconds_sum / { sum = $2 }
-    END { if (n > 0) printf "%d journal commits, mean %.2f ms, %d over 10 ms", n, 1000 * sum / n, n - fast; else print "no journal commits" }')
+    END {
+      if (n == "") print "journal commits unknown (its /metrics did not answer)"
+      else if (n > 0) printf "%d journal commits, mean %.2f ms, %d over 10 ms", n, 1000 * sum / n, n - fast
+      else print "no journal commits"
+    }')
   kill -TERM "$SWITCH_PID" 2>/dev/null || true
   wait "$SWITCH_PID" 2>/dev/null || true
   ADMIN_ADDR=

@@ -74,6 +74,9 @@
 //! the journal that would re-deliver it. At a stop the builder is cancelled (and waited for
 //! at most `BUILDER_STOP_WAIT`, 2 s: one on idle CPU may get none); on a clean
 //! shutdown with nothing in flight between shards, every shard writes a final snapshot.
+//! `switch_snapshot_builders`, `switch_snapshots_total{outcome}` and
+//! `switch_snapshot_build_duration_seconds` show the builds: while one runs, the open loop's
+//! tail latency rises (README, "Where the open-loop p99 comes from").
 //!
 //! # Tokens
 //!
