@@ -42,8 +42,11 @@ impl Shard {
             put_varint(out, s);
         }
 
-        let mut accounts: Vec<_> = self.accounts.iter().collect();
-        accounts.sort_unstable_by_key(|&(k, _)| k);
+        // Keys are copied next to the value references before sorting: a sort comparing
+        // through references into the maps missed the cache on almost every comparison (a
+        // fifth of a snapshot builder's time with a million entries, `perf`).
+        let mut accounts: Vec<_> = self.accounts.iter().map(|(k, v)| (*k, v)).collect();
+        accounts.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         put_usize(out, accounts.len());
         for (pan, a) in accounts {
             pan.put(out);
@@ -58,16 +61,16 @@ impl Shard {
             o.put(out);
         }
 
-        let mut idem: Vec<_> = self.idem.iter().collect();
-        idem.sort_unstable_by_key(|&(k, _)| k);
+        let mut idem: Vec<_> = self.idem.iter().map(|(k, v)| (*k, v)).collect();
+        idem.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         put_usize(out, idem.len());
         for (key, e) in idem {
             key.put(out);
             e.put(out);
         }
 
-        let mut txns: Vec<_> = self.txns.iter().collect();
-        txns.sort_unstable_by_key(|&(k, _)| k);
+        let mut txns: Vec<_> = self.txns.iter().map(|(k, v)| (*k, v)).collect();
+        txns.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         put_usize(out, txns.len());
         for (txn, slot) in txns {
             txn.put(out);
