@@ -24,7 +24,8 @@
 #
 # Environment: OUT (default target/capacity/<UTC time>), SAT_DURATION (10s), OPEN_DURATION (5s),
 # WARMUP (2s), DURABILITIES ("none fsync"), CONNECTIONS (16), PIPELINE (64), THREADS (loadgen
-# runtime threads, 1), SHARDS (switch shards; default: the switch's own, one per core).
+# runtime threads, 1), SHARDS (switch shards; default: the switch's own, one per core),
+# KEEP_STATE (1: keep the switches' data directories, removed at the end otherwise).
 # Durations and warm-ups are whole seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -322,3 +323,8 @@ wait "$ECHO_PID" 2>/dev/null || true
   echo "building a periodic snapshot (replaying its journal beside the shards)."
   echo "Reports (JSON, .hgrm, .svg) and switch logs: $OUT"
 } | tee "$OUT/summary.md"
+
+# Each switch's data directory holds hundreds of megabytes of journal by now.
+if [ "${KEEP_STATE:-0}" != 1 ]; then
+  rm -rf "$OUT"/state-*
+fi
