@@ -3,6 +3,9 @@
 //! - `routing/decide/purchase`: one `routing::Shard` (N = 1, 1,000 demo cards) deciding a
 //!   0200 purchase, a new key each time (idempotency record, debit, approval code): the
 //!   decision alone, no channel, no I/O.
+//! - `routing/snapshot/500k_purchases`: serializing a shard (`Shard::snapshot`) that decided
+//!   500,000 purchases (as many idempotency entries and transaction slots): what a periodic
+//!   snapshot build spends after its replay, and a shutdown snapshot in full.
 //! - `switch/shard_handoff`: a job's round trip to a shard thread and back over bounded
 //!   crossbeam channels (the switch's connection-to-shard queue), with nothing to decide:
 //!   the price of the hand-off between threads.
@@ -86,6 +89,52 @@ fn routing_decide(c: &mut Criterion) {
             spent + start.elapsed()
         })
     });
+}
+
+/// Purchases decided before `routing/snapshot` serializes the shard: each leaves an
+/// idempotency entry and a transaction slot, as in a periodic snapshot's state.
+const SNAPSHOT_PURCHASES: u64 = 500_000;
+
+fn routing_snapshot(c: &mut Criterion) {
+    let now = Now::from_unix_secs(unix_now());
+    let accounts: Vec<_> = (0..1000)
+        .map(|i| routing::demo::demo_account(i, 1))
+        .filter(|a| a.status == CardStatus::Active && !a.expiry.is_expired_at(now))
+        .collect();
+    let cards: Vec<(routing::Pan, u16)> = accounts.iter().map(|a| (a.pan, a.currency)).collect();
+    let mut shards =
+        build_shards(1, &EngineConfig::default(), accounts, Vec::new()).expect("shard builds");
+    let mut shard = shards.pop().expect("one shard");
+    let terminal = TerminalId::new(b"BENCH001").expect("terminal id");
+    let mti = routing::Mti::new(200).expect("mti");
+    let code = ProcessingCode::from_digits(b"000000").expect("processing code");
+    let mut out: Vec<Output> = Vec::with_capacity(16);
+    for n in 1..=SNAPSHOT_PURCHASES {
+        let (pan, currency) = cards[(n as usize) % cards.len()];
+        let mut req = Request::new(
+            mti,
+            (n % 999_999) as u32 + 1,
+            1_126_104_500 + n / 999_999,
+            terminal,
+        );
+        req.processing_code = Some(code);
+        req.pan = Some(pan);
+        req.amount = Some(1);
+        req.currency = Some(currency);
+        out.clear();
+        shard.handle_request(now, n, req, &mut out);
+    }
+    let mut bytes = Vec::new();
+    let mut group = c.benchmark_group("routing/snapshot");
+    group.sample_size(10);
+    group.bench_function("500k_purchases", |b| {
+        b.iter(|| {
+            bytes.clear();
+            shard.snapshot(&mut bytes);
+            black_box(bytes.len())
+        })
+    });
+    group.finish();
 }
 
 fn shard_handoff(c: &mut Criterion) {
@@ -186,6 +235,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = routing_decide, shard_handoff, switch_e2e
+    targets = routing_decide, routing_snapshot, shard_handoff, switch_e2e
 }
 criterion_main!(benches);
