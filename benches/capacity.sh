@@ -231,6 +231,11 @@ open_row() {
     "$(field "$1" send_lag_p99_us)" "$(cpus "$1")" "$(steal_pct "$1")" "$(builders "$1")"
 }
 
+# rate_at RATE PCT: PCT percent of RATE, whole requests per second (at least 1).
+rate_at() {
+  awk -v s="$1" -v p="$2" 'BEGIN { r = int(s * p / 100); if (r < 1) r = 1; print r }'
+}
+
 declare -A SAT HALF
 NOTES=()
 for durability in $DURABILITIES; do
@@ -253,7 +258,7 @@ for durability in $DURABILITIES; do
   row "switch saturation" "$durability" "closed" "$sat" "$(field "$name" errors)" \
     "$(field "$name" timeouts)" "$(field "$name" p50_us)" "$(field "$name" p99_us)" \
     "$(field "$name" p999_us)" "-" "$(cpus "$name")" "$(steal_pct "$name")" "$(builders "$name")"
-  HALF[$durability]=$(awk -v s="$sat" 'BEGIN { r = int(s / 2); if (r < 1) r = 1; print r }')
+  HALF[$durability]=$(rate_at "$sat" 50)
   # The saturation run journaled millions of records: snapshots of them are usually being
   # built now. The same 50% load on this switch shows what that costs.
   name="switch-$durability-open50-busy"
@@ -267,7 +272,7 @@ for durability in $DURABILITIES; do
   echo "== switch, --durability $durability: open loop" >&2
   start_switch "$durability" open
   for pct in 25 50 75; do
-    rate=$(awk -v s="$sat" -v p="$pct" 'BEGIN { r = int(s * p / 100); if (r < 1) r = 1; print r }')
+    rate=$(rate_at "$sat" "$pct")
     name="switch-$durability-open$pct"
     run_loadgen "$name" "$OPEN_WARMUP" "$OPEN_DURATION" "$SWITCH_PID" --target "$ISO_ADDR" \
       --rate "$rate"

@@ -40,22 +40,58 @@ fn unix_now() -> i64 {
 /// long as criterion iterates).
 const PURGE_EVERY: u64 = 100_000;
 
-fn routing_decide(c: &mut Criterion) {
-    let mut now = Now::from_unix_secs(unix_now());
+/// The usable ones of 1,000 demo accounts at `now`, and their (PAN, currency) pairs.
+fn demo_cards(now: Now) -> (Vec<routing::data::Account>, Vec<(routing::Pan, u16)>) {
     let accounts: Vec<_> = (0..1000)
         .map(|i| routing::demo::demo_account(i, 1))
         .filter(|a| a.status == CardStatus::Active && !a.expiry.is_expired_at(now))
         .collect();
-    let cards: Vec<(routing::Pan, u16)> = accounts.iter().map(|a| (a.pan, a.currency)).collect();
+    let cards = accounts.iter().map(|a| (a.pan, a.currency)).collect();
+    (accounts, cards)
+}
+
+/// Bench purchases: 0200s from terminal BENCH001, parsed once outside the timed loops.
+struct Purchases {
+    mti: routing::Mti,
+    terminal: TerminalId,
+    code: ProcessingCode,
+}
+
+impl Purchases {
+    fn new() -> Self {
+        Purchases {
+            mti: routing::Mti::new(200).expect("mti"),
+            terminal: TerminalId::new(b"BENCH001").expect("terminal id"),
+            code: ProcessingCode::from_digits(b"000000").expect("processing code"),
+        }
+    }
+
+    /// The `n`-th purchase: a key (11 + 7) of its own for every `n`.
+    fn nth(&self, n: u64, (pan, currency): (routing::Pan, u16), amount: u64) -> Request {
+        let mut req = Request::new(
+            self.mti,
+            (n % 999_999) as u32 + 1,
+            1_126_104_500 + n / 999_999,
+            self.terminal,
+        );
+        req.processing_code = Some(self.code);
+        req.pan = Some(pan);
+        req.amount = Some(amount);
+        req.currency = Some(currency);
+        req
+    }
+}
+
+fn routing_decide(c: &mut Criterion) {
+    let mut now = Now::from_unix_secs(unix_now());
+    let (accounts, cards) = demo_cards(now);
     let config = EngineConfig {
         idempotency_window_secs: 60,
         ..EngineConfig::default()
     };
     let mut shards = build_shards(1, &config, accounts, Vec::new()).expect("shard builds");
     let mut shard = shards.pop().expect("one shard");
-    let terminal = TerminalId::new(b"BENCH001").expect("terminal id");
-    let mti = routing::Mti::new(200).expect("mti");
-    let code = ProcessingCode::from_digits(b"000000").expect("processing code");
+    let purchases = Purchases::new();
     let mut out: Vec<Output> = Vec::with_capacity(16);
     let mut n: u64 = 0;
     c.bench_function("routing/decide/purchase", |b| {
@@ -71,17 +107,7 @@ fn routing_decide(c: &mut Criterion) {
                     shard.purge_expired(now);
                     start = Instant::now();
                 }
-                let (pan, currency) = cards[(n as usize) % cards.len()];
-                let mut req = Request::new(
-                    mti,
-                    (n % 999_999) as u32 + 1,
-                    1_126_104_500 + n / 999_999,
-                    terminal,
-                );
-                req.processing_code = Some(code);
-                req.pan = Some(pan);
-                req.amount = Some(100);
-                req.currency = Some(currency);
+                let req = purchases.nth(n, cards[(n as usize) % cards.len()], 100);
                 out.clear();
                 shard.handle_request(now, n, req, &mut out);
                 black_box(&out);
@@ -97,30 +123,14 @@ const SNAPSHOT_PURCHASES: u64 = 500_000;
 
 fn routing_snapshot(c: &mut Criterion) {
     let now = Now::from_unix_secs(unix_now());
-    let accounts: Vec<_> = (0..1000)
-        .map(|i| routing::demo::demo_account(i, 1))
-        .filter(|a| a.status == CardStatus::Active && !a.expiry.is_expired_at(now))
-        .collect();
-    let cards: Vec<(routing::Pan, u16)> = accounts.iter().map(|a| (a.pan, a.currency)).collect();
+    let (accounts, cards) = demo_cards(now);
     let mut shards =
         build_shards(1, &EngineConfig::default(), accounts, Vec::new()).expect("shard builds");
     let mut shard = shards.pop().expect("one shard");
-    let terminal = TerminalId::new(b"BENCH001").expect("terminal id");
-    let mti = routing::Mti::new(200).expect("mti");
-    let code = ProcessingCode::from_digits(b"000000").expect("processing code");
+    let purchases = Purchases::new();
     let mut out: Vec<Output> = Vec::with_capacity(16);
     for n in 1..=SNAPSHOT_PURCHASES {
-        let (pan, currency) = cards[(n as usize) % cards.len()];
-        let mut req = Request::new(
-            mti,
-            (n % 999_999) as u32 + 1,
-            1_126_104_500 + n / 999_999,
-            terminal,
-        );
-        req.processing_code = Some(code);
-        req.pan = Some(pan);
-        req.amount = Some(1);
-        req.currency = Some(currency);
+        let req = purchases.nth(n, cards[(n as usize) % cards.len()], 1);
         out.clear();
         shard.handle_request(now, n, req, &mut out);
     }

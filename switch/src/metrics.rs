@@ -199,25 +199,20 @@ impl Metrics {
             "ISO connections accepted",
             connections_accepted.clone(),
         );
-        let closed_family = Family::<Labels, Counter>::default();
-        registry.register(
+        let closed = counters_by(
+            &mut registry,
             "connections_closed",
             "ISO connections closed, by reason",
-            closed_family.clone(),
+            "reason",
+            [
+                "peer",
+                "idle",
+                "framing_lost",
+                "io_error",
+                "shutdown",
+                "proxy_header",
+            ],
         );
-        let closed = [
-            "peer",
-            "idle",
-            "framing_lost",
-            "io_error",
-            "shutdown",
-            "proxy_header",
-        ]
-        .map(|r| {
-            closed_family
-                .get_or_create(&vec![("reason", r.to_owned())])
-                .clone()
-        });
 
         let in_flight = Gauge::default();
         registry.register(
@@ -245,17 +240,14 @@ impl Metrics {
             "Requests answered 30 (format error)",
             format_errors.clone(),
         );
-        let skipped_family = Family::<Labels, Counter>::default();
-        registry.register(
+        let skipped = counters_by(
+            &mut registry,
             "frames_skipped",
             "Frames dropped without an answer, by reason",
-            skipped_family.clone(),
+            "reason",
+            ["undecodable", "no_stan", "not_a_request"],
         );
-        let skipped = ["undecodable", "no_stan", "not_a_request"].map(|r| {
-            skipped_family
-                .get_or_create(&vec![("reason", r.to_owned())])
-                .clone()
-        });
+
         let accept_errors = Counter::default();
         registry.register(
             "accept_errors",
@@ -301,17 +293,13 @@ impl Metrics {
             "Periodic snapshot builders running now (replaying a shard's journal beside the shards)",
             snapshot_builders.clone(),
         );
-        let snapshots_family = Family::<Labels, Counter>::default();
-        registry.register(
+        let snapshots = counters_by(
+            &mut registry,
             "snapshots",
             "Periodic snapshot builds finished, by outcome (in_force, abandoned, failed)",
-            snapshots_family.clone(),
+            "outcome",
+            ["in_force", "abandoned", "failed"],
         );
-        let snapshots = ["in_force", "abandoned", "failed"].map(|o| {
-            snapshots_family
-                .get_or_create(&vec![("outcome", o.to_owned())])
-                .clone()
-        });
         let snapshot_build_seconds = Histogram::new(exponential_buckets(0.25, 2.0, 10));
         registry.register(
             "snapshot_build_duration_seconds",
@@ -379,6 +367,20 @@ impl Metrics {
         let _ = encode(&mut open_metrics, &self.registry);
         to_prometheus_text(&open_metrics)
     }
+}
+
+/// Registers a counter family with one label and returns its counter for each of `values`,
+/// in that order (so an enum's discriminant indexes it): every value is exposed from start-up.
+fn counters_by<const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: [&str; N],
+) -> [Counter; N] {
+    let family = Family::<Labels, Counter>::default();
+    registry.register(name, help, family.clone());
+    values.map(|v| family.get_or_create(&vec![(label, v.to_owned())]).clone())
 }
 
 /// The client writes OpenMetrics, where a counter family `x` has samples `x_total`. Prometheus'

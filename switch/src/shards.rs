@@ -958,15 +958,16 @@ impl SnapshotBuilder {
         // Off idle CPU it rests as long as it works (at most half a core).
         let outcome = match self.build(started, !on_idle_cpu) {
             Ok(true) => {
+                let elapsed = started.elapsed();
                 tracing::info!(
                     shard = self.id,
                     generation = self.generation,
-                    elapsed = ?started.elapsed(),
+                    ?elapsed,
                     "periodic snapshot in force; the journal before it removed"
                 );
                 self.metrics
                     .snapshot_build_seconds
-                    .observe(started.elapsed().as_secs_f64());
+                    .observe(elapsed.as_secs_f64());
                 SnapshotOutcome::InForce
             }
             Ok(false) => {
