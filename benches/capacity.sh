@@ -29,8 +29,8 @@
 # Durations and warm-ups are whole seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=cpu_ticks.sh
-. benches/cpu_ticks.sh
+# shellcheck source=common.sh
+. benches/common.sh
 
 OUT=${OUT:-target/capacity/$(date -u +%Y%m%dT%H%M%SZ)}
 SAT_DURATION=${SAT_DURATION:-10s}
@@ -71,15 +71,6 @@ cpu_per_answer() {
   awk -v c="$2" -v tps="$(field "$1" tps)" -v t="$(getconf CLK_TCK)" \
     'NR == 1 { split($0, a) } NR == 2 { split($0, b) }
      END { n = tps * (b[1] - a[1]); if (n > 0) printf "%.1f", (b[c] - a[c]) * 1e6 / t / n; else print "-" }' "$OUT/$1.cpu"
-}
-
-# scrape ADDR: the switch's /metrics, over bash's /dev/tcp (no curl needed).
-scrape() {
-  local fd
-  exec {fd}<>"/dev/tcp/${1%:*}/${1##*:}" || return 1
-  printf 'GET /metrics HTTP/1.0\r\nHost: capacity\r\n\r\n' >&"$fd"
-  cat <&"$fd"
-  exec {fd}<&-
 }
 
 # sample_builders ADDR FILE: every half second, how many periodic snapshot builders the switch
@@ -135,23 +126,6 @@ run_loadgen() {
     exit 1
   fi
   echo "   $name: $(sed 's/^loadgen: //' "$OUT/$name.out")" >&2
-}
-
-# wait_for LOG PATTERN: the first match of sed PATTERN (with one group) in LOG, within 30 s.
-# Every listener binds port 0 (no clash with anything else on the machine) and says where.
-wait_for() {
-  local found
-  for _ in $(seq 1 300); do
-    found=$(sed -n "s/$2/\1/p" "$1" | head -n 1)
-    if [ -n "$found" ]; then
-      echo "$found"
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "no address in $1 after 30 s:" >&2
-  cat "$1" >&2
-  return 1
 }
 
 # Percent of the machine's CPU time (all cores) stolen by the hypervisor in run NAME's window.

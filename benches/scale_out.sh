@@ -22,8 +22,8 @@
 # `loadgen` to use instead of building, e.g. another commit's for an A/B run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=cpu_ticks.sh
-. benches/cpu_ticks.sh
+# shellcheck source=common.sh
+. benches/common.sh
 
 OUT=${OUT:-target/scale-out/$(date -u +%Y%m%dT%H%M%SZ)}
 STORE_URL=${STORE_URL:-postgres://switch:switch@127.0.0.1:5432/postgres}
