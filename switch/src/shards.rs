@@ -441,6 +441,9 @@ struct Worker {
     buf: Vec<u8>,
     /// Outputs of the batch being decided, held until it is committed.
     out: Vec<Output>,
+    /// The batch being taken off the queues (kept for its allocation).
+    peer_batch: Vec<Inbound>,
+    job_batch: Vec<Job>,
     /// This shard's own journal failed: it applies nothing more.
     broken: bool,
     /// Stopping: no new periodic snapshot.
@@ -484,6 +487,8 @@ impl Worker {
             free: Vec::new(),
             buf: Vec::with_capacity(64 * 1024),
             out: Vec::with_capacity(256),
+            peer_batch: Vec::with_capacity(PEER_BATCH),
+            job_batch: Vec::with_capacity(BATCH),
             broken: false,
             stopping: false,
             since_snapshot: 0,
@@ -505,26 +510,43 @@ impl Worker {
                 self.record(Input::Purge { now });
                 next_purge = now.plus_secs(PURGE_EVERY_SECS);
             }
-            while did < PEER_BATCH {
+            // Each batch is taken off its queue first and its map entries warmed
+            // (`Shard::warm_request`), then decided.
+            let mut peer_batch = std::mem::take(&mut self.peer_batch);
+            while peer_batch.len() < PEER_BATCH {
                 match self.peers.try_recv() {
-                    Ok(msg) => {
-                        self.inbound(now, msg);
-                        did += 1;
-                    }
+                    Ok(msg) => peer_batch.push(msg),
                     Err(_) => break,
                 }
             }
-            let mut taken = 0;
-            while jobs_open && taken < BATCH {
+            // Apart from the receiving: a channel's atomic operations would wait for each
+            // look-up's cache misses, which must overlap.
+            for msg in &peer_batch {
+                if let Inbound::Peer(m) = msg {
+                    self.shard.warm_peer(m);
+                }
+            }
+            did += peer_batch.len();
+            for msg in peer_batch.drain(..) {
+                self.inbound(now, msg);
+            }
+            self.peer_batch = peer_batch;
+            let mut job_batch = std::mem::take(&mut self.job_batch);
+            while jobs_open && job_batch.len() < BATCH {
                 match self.jobs.try_recv() {
-                    Ok(job) => {
-                        self.take(now, job);
-                        taken += 1;
-                    }
+                    Ok(job) => job_batch.push(job),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => jobs_open = false,
                 }
             }
+            for job in &job_batch {
+                self.shard.warm_request(&job.request);
+            }
+            let taken = job_batch.len();
+            for job in job_batch.drain(..) {
+                self.take(now, job);
+            }
+            self.job_batch = job_batch;
             if let Some(g) = self.shared.metrics.shard_queue(self.id) {
                 g.set(self.jobs.len() as i64);
             }

@@ -208,7 +208,7 @@ impl Shard {
         });
         let pending = PendingReply {
             fp,
-            waiters: vec![token],
+            waiters: smallvec::smallvec![token],
             awaiting: 1,
             response: None,
         };
@@ -410,7 +410,7 @@ impl Shard {
         let awaiting = 1 + u8::from(order.is_some());
         let pending = PendingReply {
             fp,
-            waiters: vec![token],
+            waiters: smallvec::smallvec![token],
             awaiting,
             response: Some(response),
         };

@@ -380,7 +380,7 @@ impl Wire for IdemEntry {
                 let n = r.count("waiter count")?;
                 let waiters = (0..n)
                     .map(|_| r.varint("token"))
-                    .collect::<Result<Vec<_>, _>>()?;
+                    .collect::<Result<_, _>>()?;
                 let awaiting = r.u8("acknowledgements awaited")?;
                 let f = Flags::get(r, 1, "pending reply flags")?;
                 Self::Pending(Box::new(PendingReply {
