@@ -85,7 +85,11 @@
 //! What the switch must do with them:
 //!
 //! - Journal each input (encoded) before releasing any output it produced: replies, and
-//!   messages to other shards. Replies and messages produced by a replay are discarded,
+//!   messages to other shards. One exception: a reply marked [`Output::Reply`]`{ durable:
+//!   true }` (the answer to a hold or purchase decided on another shard, which committed the
+//!   decision before sending it, approval code included) may be released before its input is
+//!   journaled; after a crash the message is delivered again and gives the same answer.
+//!   Replies and messages produced by a replay are discarded,
 //!   except messages a receiver never applied: after replaying every shard, deliver again
 //!   each replayed `ToShard` message whose [`PeerMsg::seq`] is above the receiver's
 //!   [`Shard::received_seq`] of its sender, in sequence order. A receiver ignores a

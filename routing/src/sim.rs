@@ -301,7 +301,9 @@ impl Cluster {
     fn route(&mut self, out: Vec<Output>) {
         for o in out {
             match o {
-                Output::Reply { token, response } => self.replies.push((token, response)),
+                Output::Reply {
+                    token, response, ..
+                } => self.replies.push((token, response)),
                 Output::ToShard { shard, msg } => {
                     if let Some(inbox) = self.inboxes.get_mut(shard) {
                         inbox.push_back(msg);

@@ -695,6 +695,7 @@ impl Worker {
         if self.buf.is_empty() && !rotate {
             return;
         }
+        self.release_durable();
         let started = Instant::now();
         let written = self.journal.write_batch(&self.buf);
         if !self.buf.is_empty() {
@@ -817,7 +818,10 @@ impl Worker {
         let mut out = std::mem::take(&mut self.out);
         self.buf.clear();
         for output in out.drain(..) {
-            if let Output::Reply { token, response } = output {
+            if let Output::Reply {
+                token, response, ..
+            } = output
+            {
                 let refused = Response::plain(response.mti, ResponseCode::SystemMalfunction);
                 self.reply(token, refused);
             }
@@ -879,11 +883,29 @@ impl Worker {
         }
     }
 
+    /// Delivers the batch's answers that follow from inputs already committed (a decision
+    /// from another shard, `Output::Reply::durable`) before this batch's write and fsync:
+    /// waiting for this shard's disk too would add nothing to their durability.
+    fn release_durable(&mut self) {
+        let mut out = std::mem::take(&mut self.out);
+        for output in out.extract_if(.., |o| matches!(o, Output::Reply { durable: true, .. })) {
+            if let Output::Reply {
+                token, response, ..
+            } = output
+            {
+                self.reply(token, response);
+            }
+        }
+        self.out = out;
+    }
+
     /// Delivers what the engine produced (after its batch is committed), emptying `out`.
     fn flush(&mut self, out: &mut Vec<Output>) {
         for output in out.drain(..) {
             match output {
-                Output::Reply { token, response } => self.reply(token, response),
+                Output::Reply {
+                    token, response, ..
+                } => self.reply(token, response),
                 Output::ToShard { shard, msg } => match self.shared.peer_txs.get(shard) {
                     Some(tx) => {
                         if tx.send(Inbound::Peer(msg)).is_err() {
@@ -1291,6 +1313,82 @@ mod tests {
         let (w, to_shard_1) = worker_by_hand(&state, durable.clone());
         let sdir = crate::journal::shard_dir(&state, 0);
         (dir, durable, w, to_shard_1, sdir)
+    }
+
+    /// A purchase homed on shard 0 whose card lives on shard 1: shard 1's decision, committed
+    /// there, is answered as soon as shard 0 applies it, before shard 0's own commit. Shown by
+    /// shard 0's journal failing at that commit: the terminal gets the approval (it stands:
+    /// shard 1 made it durable), not the 96 of the requests that batch really held.
+    #[test]
+    fn a_decision_committed_on_the_cards_shard_is_answered_before_the_home_commits() {
+        let (dir, _durable, mut w, to_shard_1, _sdir) = fresh_worker_by_hand();
+        let accounts = demo_accounts();
+        let mut shard_1 = routing::build_shards(2, &EngineConfig::default(), accounts.clone(), [])
+            .expect("shards")
+            .remove(1);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let now = wall_clock();
+        let request = purchase(card_on(&accounts, 1), 0, 1);
+        w.take(
+            now,
+            Job {
+                request,
+                reply: ReplyTo {
+                    tx: tx.clone(),
+                    slot: 7,
+                },
+            },
+        );
+        w.submit();
+        // Committed on shard 0: the authorization went to shard 1, nothing was answered yet.
+        assert!(rx.try_recv().is_err());
+        let Ok(Inbound::Peer(authorize)) = to_shard_1.try_recv() else {
+            panic!("no authorization sent to shard 1");
+        };
+        let mut out = Vec::new();
+        shard_1.apply(
+            Input::Peer {
+                now,
+                msg: authorize,
+            },
+            &mut out,
+        );
+        let decided = out
+            .into_iter()
+            .find_map(|o| match o {
+                Output::ToShard { shard: 0, msg } => Some(msg),
+                _ => None,
+            })
+            .expect("shard 1 decides and answers shard 0");
+        // Another request in the same batch as the decision: it has no answer before the
+        // commit, so the failed commit refuses it.
+        w.take(
+            now,
+            Job {
+                request: echo(2),
+                reply: ReplyTo {
+                    tx: tx.clone(),
+                    slot: 2,
+                },
+            },
+        );
+        w.inbound(now, Inbound::Peer(decided));
+        let failing = dir.path().join("failing");
+        std::fs::create_dir(&failing).expect("dir");
+        w.journal = Journal::failing_for_tests(&failing);
+        w.submit();
+        let mut answers = std::collections::BTreeMap::new();
+        while let Ok((slot, response)) = rx.try_recv() {
+            assert!(
+                answers.insert(slot, response).is_none(),
+                "two answers for {slot}"
+            );
+        }
+        let approved = &answers[&7];
+        assert_eq!(approved.code, ResponseCode::Approved, "{answers:?}");
+        assert!(approved.approval_code.is_some(), "{approved:?}");
+        assert_eq!(answers[&2].code, ResponseCode::SystemMalfunction);
+        assert!(w.broken, "the failed commit still stops the shard");
     }
 
     #[test]

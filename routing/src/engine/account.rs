@@ -195,11 +195,15 @@ impl Shard {
             let response = Response::plain(ctx.key.mti.response(), code);
             return self.reply(ctx.token, response, out);
         }
+        // Numbered here, with the decision, so that K's answer follows from this message
+        // alone and may leave before K's own commit (`Output::Reply::durable`).
+        let approval = code.is_approved().then(|| self.next_approval_code());
         let msg = Msg::Decided {
             key: ctx.key,
             txn: ctx.txn,
             code,
             day: now.utc_day(),
+            approval,
         };
         self.send(ctx.home, msg, out);
     }

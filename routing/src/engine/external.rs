@@ -520,7 +520,9 @@ mod tests {
             let mut answers = vec![None; reqs.len()];
             for o in out {
                 match o {
-                    Output::Reply { token, response } => answers[token as usize] = Some(response),
+                    Output::Reply {
+                        token, response, ..
+                    } => answers[token as usize] = Some(response),
                     Output::ToShard { .. } => panic!("a working set sent a peer message"),
                 }
             }

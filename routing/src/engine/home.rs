@@ -9,7 +9,7 @@ use super::{
     PendingReply, PendingTxn, Shard, TxnRecord, TxnSlot, TxnState,
 };
 use crate::kind::{NetworkAction, TxnKind};
-use crate::message::{IdemKey, MerchantId, Request, Response, ResponseCode, TxnId};
+use crate::message::{ApprovalCode, IdemKey, MerchantId, Request, Response, ResponseCode, TxnId};
 use crate::pan::Pan;
 use crate::time::Now;
 
@@ -121,8 +121,16 @@ impl Shard {
         self.reply(token, response, out);
     }
 
-    /// Turns the pending entry of `key` into its answer and answers every waiter.
-    fn finish(&mut self, now: Now, key: IdemKey, response: Response, out: &mut Vec<Output>) {
+    /// Turns the pending entry of `key` into its answer and answers every waiter, the answers
+    /// marked `durable` ([`Output::Reply::durable`]) when they follow from durable inputs alone.
+    fn finish(
+        &mut self,
+        now: Now,
+        key: IdemKey,
+        response: Response,
+        durable: bool,
+        out: &mut Vec<Output>,
+    ) {
         let expires = self.window_end(now);
         // Replaced in place: one look-up, no removal and re-insertion.
         let Some(entry) = self.idem.get_mut(&key) else {
@@ -140,7 +148,7 @@ impl Shard {
             expires,
         };
         for token in waiters {
-            self.reply(token, response.clone(), out);
+            self.reply_as(token, response.clone(), durable, out);
         }
     }
 
@@ -271,6 +279,17 @@ impl Shard {
 
     /// A's decision on a hold or purchase: record it, answer every waiter, then run the
     /// completions and reversals that arrived while it was in flight.
+    ///
+    /// The answer is the decision's code and, when approved, the approval code A gave: a
+    /// function of the message alone. When A is another shard (`committed`), A committed the
+    /// message before sending it, so the answer may leave before this shard commits it
+    /// (`Output::Reply::durable`): after a crash the message is delivered again and gives the
+    /// same answer, and the request's own pending entry was committed before A was asked.
+    /// That takes one disk flush off the path of a payment whose card lives on another shard.
+    /// When A is this shard, request and decision are in the batch being applied: the answer
+    /// waits for its commit. A decision from an older journal carries no approval code:
+    /// numbered here, its answer waits for the commit too.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_decided(
         &mut self,
         now: Now,
@@ -278,6 +297,8 @@ impl Shard {
         txn: TxnId,
         code: ResponseCode,
         day: i64,
+        approval: Option<ApprovalCode>,
+        committed: bool,
         out: &mut Vec<Output>,
     ) {
         let approved = code.is_approved();
@@ -313,14 +334,18 @@ impl Shard {
                 }
             }
         }
-        let approval_code = approved.then(|| self.next_approval_code());
+        let (approval_code, durable) = match approval {
+            Some(a) => (Some(a), committed),
+            None if approved => (Some(self.next_approval_code()), false),
+            None => (None, committed),
+        };
         let response = Response {
             mti: key.mti.response(),
             code,
             approval_code,
             additional_amounts: None,
         };
-        self.finish(now, key, response, out);
+        self.finish(now, key, response, durable, out);
         for (token, req) in queued {
             self.on_request(now, token, req, out);
         }
@@ -451,7 +476,7 @@ impl Shard {
             _ => None,
         };
         if let Some(response) = ready {
-            self.finish(now, key, response, out);
+            self.finish(now, key, response, false, out);
         }
     }
 }

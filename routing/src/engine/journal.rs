@@ -5,7 +5,7 @@
 //! engine; the primitives are in [`crate::wire`].
 
 use super::{AuthCtx, AuthKind, Effect, IdemKey, Msg, OrderKey, Output, PeerMsg, Shard};
-use crate::message::{MerchantId, Request, Response, ResponseCode, TxnId};
+use crate::message::{ApprovalCode, MerchantId, Request, Response, ResponseCode, TxnId};
 use crate::pan::Pan;
 use crate::time::{Now, Yymm};
 use crate::wire::{
@@ -178,6 +178,8 @@ const MSG_DECIDED: u8 = 4;
 const MSG_APPLY: u8 = 5;
 const MSG_RELEASE: u8 = 6;
 const MSG_APPLIED: u8 = 7;
+/// [`MSG_DECIDED`] followed by the approval code the card's shard gave (newer journals).
+const MSG_DECIDED_APPROVED: u8 = 8;
 
 impl Wire for Msg {
     fn put(&self, out: &mut Vec<u8>) {
@@ -211,12 +213,23 @@ impl Wire for Msg {
                 txn,
                 code,
                 day,
+                approval,
             } => {
-                put_u8(out, MSG_DECIDED);
+                put_u8(
+                    out,
+                    if approval.is_some() {
+                        MSG_DECIDED_APPROVED
+                    } else {
+                        MSG_DECIDED
+                    },
+                );
                 key.put(out);
                 txn.put(out);
                 code.put(out);
                 put_i64(out, *day);
+                if let Some(a) = approval {
+                    a.put(out);
+                }
             }
             Self::Apply {
                 home,
@@ -274,11 +287,16 @@ impl Wire for Msg {
                 };
                 Self::Reserved { ctx, result }
             }
-            MSG_DECIDED => Self::Decided {
+            tag @ (MSG_DECIDED | MSG_DECIDED_APPROVED) => Self::Decided {
                 key: IdemKey::get(r)?,
                 txn: TxnId::get(r)?,
                 code: ResponseCode::get(r)?,
                 day: r.i64("day")?,
+                approval: if tag == MSG_DECIDED_APPROVED {
+                    Some(ApprovalCode::get(r)?)
+                } else {
+                    None
+                },
             },
             MSG_APPLY => Self::Apply {
                 home: r.usize("home shard")?,
@@ -482,8 +500,12 @@ impl Output {
 impl Wire for Output {
     fn put(&self, out: &mut Vec<u8>) {
         match self {
-            Self::Reply { token, response } => {
-                put_u8(out, 0);
+            Self::Reply {
+                token,
+                response,
+                durable,
+            } => {
+                put_u8(out, if *durable { 2 } else { 0 });
                 put_varint(out, *token);
                 response.put(out);
             }
@@ -498,9 +520,10 @@ impl Wire for Output {
     fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let offset = r.offset();
         Ok(match r.u8("output")? {
-            0 => Self::Reply {
+            tag @ (0 | 2) => Self::Reply {
                 token: r.varint("token")?,
                 response: Response::get(r)?,
+                durable: tag == 2,
             },
             1 => Self::ToShard {
                 shard: r.usize("destination shard")?,

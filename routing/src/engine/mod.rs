@@ -90,6 +90,12 @@ pub enum Output {
         token: u64,
         /// The answer.
         response: Response,
+        /// Everything the answer follows from is durable already (the decision in the
+        /// card's shard's committed journal, this shard's part in its own): the caller may
+        /// deliver it before committing the input that produced it. A hold's or purchase's
+        /// answer after a decision from another shard is; the home shard's commit would
+        /// only add a wait for its disk.
+        durable: bool,
     },
     /// Deliver `msg` to shard `shard` through [`Shard::handle_peer`] (or [`Shard::apply`]
     /// of an [`Input::Peer`]).
@@ -157,11 +163,14 @@ enum Msg {
         result: Result<(), ResponseCode>,
     },
     /// A -> K: the decision on a hold or purchase; `day` is the UTC day it was counted in.
+    /// `approval` is the approval code A gave an approved one (`None` in journals written
+    /// before A gave them: K then numbers it, and its answer waits for K's commit).
     Decided {
         key: IdemKey,
         txn: TxnId,
         code: ResponseCode,
         day: i64,
+        approval: Option<ApprovalCode>,
     },
     /// K -> A: apply a decided completion or reversal to the account.
     Apply {
@@ -602,7 +611,7 @@ impl Shard {
         // Not worth hashing the PAN to learn whether the card lives here: the accounts map
         // is small, and probing it for a card it lacks costs less.
         if let Some(pan) = &req.pan {
-            std::hint::black_box(self.accounts.get(pan).is_some());
+            std::hint::black_box(self.accounts.contains_key(pan));
         }
     }
 
@@ -611,7 +620,7 @@ impl Shard {
     pub fn warm_peer(&self, msg: &PeerMsg) {
         match &msg.msg {
             Msg::Authorize(ctx) => {
-                std::hint::black_box(self.accounts.get(&ctx.pan).is_some());
+                std::hint::black_box(self.accounts.contains_key(&ctx.pan));
             }
             Msg::Decided { key, txn, .. } => {
                 std::hint::black_box(self.idem.get(key).is_some());
@@ -693,7 +702,8 @@ impl Shard {
         }
         *last = seq;
         self.stats.peer_messages += 1;
-        self.on_msg(now, msg, out);
+        // From another shard: committed there before it was sent.
+        self.on_msg(now, msg, true, out);
         self.drain_local(now, out);
     }
 
@@ -808,7 +818,10 @@ impl Shard {
         }
     }
 
-    fn on_msg(&mut self, now: Now, msg: Msg, out: &mut Vec<Output>) {
+    /// `committed`: the message came from another shard, which delivers it only once the
+    /// input that produced it is in its committed journal (not from this shard's own queue,
+    /// whose messages belong to the input being applied).
+    fn on_msg(&mut self, now: Now, msg: Msg, committed: bool, out: &mut Vec<Output>) {
         match msg {
             Msg::Forward { token, req } => self.route_request(now, token, *req, out),
             Msg::Authorize(ctx) => self.on_authorize(now, ctx, out),
@@ -819,7 +832,8 @@ impl Shard {
                 txn,
                 code,
                 day,
-            } => self.on_decided(now, key, txn, code, day, out),
+                approval,
+            } => self.on_decided(now, key, txn, code, day, approval, committed, out),
             Msg::Apply {
                 home,
                 key,
@@ -833,7 +847,7 @@ impl Shard {
 
     fn drain_local(&mut self, now: Now, out: &mut Vec<Output>) {
         while let Some(msg) = self.local.pop_front() {
-            self.on_msg(now, msg, out);
+            self.on_msg(now, msg, false, out);
         }
     }
 
@@ -864,8 +878,17 @@ impl Shard {
     }
 
     fn reply(&mut self, token: u64, response: Response, out: &mut Vec<Output>) {
+        self.reply_as(token, response, false, out);
+    }
+
+    /// [`Shard::reply`], marked [`Output::Reply::durable`] when `durable`.
+    fn reply_as(&mut self, token: u64, response: Response, durable: bool, out: &mut Vec<Output>) {
         self.stats.replies += 1;
-        out.push(Output::Reply { token, response });
+        out.push(Output::Reply {
+            token,
+            response,
+            durable,
+        });
     }
 
     fn pan_shard(&self, pan: &Pan) -> usize {

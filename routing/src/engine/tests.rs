@@ -471,6 +471,59 @@ fn approval_codes_are_unique() {
     });
 }
 
+/// `Output::Reply::durable` (an answer the switch may send before the home shard's commit)
+/// is set exactly where the answer follows from a decision another shard has committed: a
+/// payment whose card lives on another shard. When the card lives on the home shard, request
+/// and decision are one uncommitted input there: the answer must wait.
+#[test]
+fn only_answers_to_another_shards_decision_may_leave_before_the_commit() {
+    use crate::engine::{Input, Output};
+    let mut shards = build_shards(2, &EngineConfig::default(), accounts(), orders()).unwrap();
+    let pan = card(RICH);
+    let a = shard_for_pan(pan.as_bytes(), 2);
+    let now = Now::from_unix_secs(NOW);
+    for crossing in [false, true] {
+        let stan = (1..)
+            .find(|&s| (shard_for_transaction(TERM, s, DT, 2) != a) == crossing)
+            .unwrap();
+        let mut r = Request::new(mti(200), stan, DT, TerminalId::new(TERM).unwrap());
+        r.processing_code = Some(ProcessingCode::from_digits(b"000000").unwrap());
+        r.pan = Some(pan);
+        r.amount = Some(100);
+        r.currency = Some(USD);
+        let home = r.home_shard(2);
+        let mut pending = vec![(
+            home,
+            Input::Request {
+                now,
+                token: 1,
+                request: Box::new(r),
+            },
+        )];
+        let mut replies = Vec::new();
+        while let Some((to, input)) = pending.pop() {
+            let mut out = Vec::new();
+            shards[to].apply(input, &mut out);
+            for o in out {
+                match o {
+                    Output::Reply {
+                        response, durable, ..
+                    } => replies.push((to, response, durable)),
+                    Output::ToShard { shard, msg } => {
+                        pending.push((shard, Input::Peer { now, msg }));
+                    }
+                }
+            }
+        }
+        assert_eq!(replies.len(), 1, "{replies:?}");
+        let (from, response, durable) = &replies[0];
+        assert_eq!(*from, home);
+        assert_eq!(response.code, Approved);
+        assert!(response.approval_code.is_some());
+        assert_eq!(*durable, crossing, "card on another shard: {crossing}");
+    }
+}
+
 // ===== 12 =====
 
 #[test]

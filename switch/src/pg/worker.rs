@@ -546,7 +546,10 @@ impl Worker {
         }
         decided.responses = vec![None; batch.len()];
         for o in out {
-            if let Output::Reply { token, response } = o {
+            if let Output::Reply {
+                token, response, ..
+            } = o
+            {
                 if let Some(r) = decided.responses.get_mut(token as usize) {
                     *r = Some(response);
                 }

@@ -212,12 +212,20 @@ fn msg() -> BoxedStrategy<Msg> {
             ctx: Box::new(c),
             result: e.map_or(Ok(()), Err),
         }),
-        (key(), txn(), code(), any::<i64>()).prop_map(|(key, txn, code, day)| Msg::Decided {
-            key,
-            txn,
-            code,
-            day
-        }),
+        (
+            key(),
+            txn(),
+            code(),
+            any::<i64>(),
+            prop::option::of(any::<u64>().prop_map(ApprovalCode::from_number))
+        )
+            .prop_map(|(key, txn, code, day, approval)| Msg::Decided {
+                key,
+                txn,
+                code,
+                day,
+                approval
+            }),
         (any::<usize>(), key(), pan(), effect()).prop_map(|(home, key, pan, effect)| {
             Msg::Apply {
                 home,
@@ -262,7 +270,13 @@ fn input() -> BoxedStrategy<Input> {
 
 fn output() -> BoxedStrategy<Output> {
     prop_oneof![
-        (any::<u64>(), response()).prop_map(|(token, response)| Output::Reply { token, response }),
+        (any::<u64>(), response(), any::<bool>()).prop_map(|(token, response, durable)| {
+            Output::Reply {
+                token,
+                response,
+                durable,
+            }
+        }),
         (any::<usize>(), peer_msg()).prop_map(|(shard, msg)| Output::ToShard { shard, msg }),
     ]
     .boxed()
