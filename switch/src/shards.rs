@@ -21,7 +21,10 @@
 //! held until the batch is committed: one write and, under `--durability fsync`, one
 //! `fdatasync` for the whole batch. Inputs that arrive while a commit runs form the next batch,
 //! so the fsync rate bounds batches, not decisions. Answers other shards produced for this
-//! shard's requests are already durable there and are passed on at once.
+//! shard's requests are already durable there and are passed on at once. So are the
+//! batch's answers the engine marks `durable` (a decision committed on the card's shard,
+//! approval code included): they leave before the batch's write (`Worker::release_durable`),
+//! which saves a payment whose card lives on another shard one disk flush of three.
 //!
 //! (A pipelined commit was tried and measured: the shard writing each batch and handing its
 //! fdatasync to syncer threads, up to 3 in flight, answers released in journal order. On the
@@ -30,7 +33,7 @@
 //! per batch cost more than the overlap saved. The shard commits itself.)
 //!
 //! A failed write or fsync is fail-stop: the shard's memory is now ahead of its disk. The
-//! batch's replies become 96 (same MTI), its messages to other shards are dropped, every other
+//! batch's replies still held become 96 (same MTI), its messages to other shards are dropped, every other
 //! request the shard was deciding is answered 96, the error is logged and counted (`switch_journal_errors_total`),
 //! and a flag shared by all shards is raised: from then on every shard answers each new request
 //! 96 without deciding it (nothing applied), the failed shard ignores peer messages, and no
