@@ -39,14 +39,10 @@ CONNECTIONS=${CONNECTIONS:-16}
 PIPELINE=${PIPELINE:-64}
 OUT=${OUT:-target/ab/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
-"$A/switch" demo-data --out "$OUT/data" --accounts 10000 --orders 10000 >/dev/null 2>&1
+demo_data "$A/switch" "$OUT/data" 2>/dev/null
 
-PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
+  stop_started
   rm -rf "$OUT/state-a" "$OUT/state-b"
 }
 trap cleanup EXIT

@@ -48,16 +48,9 @@ echo "== building release binaries" >&2
 cargo build --release -p switch -p loadgen >&2
 BIN=target/release
 mkdir -p "$OUT"
-"$BIN/switch" demo-data --out "$OUT/data" --accounts 10000 --orders 10000 >&2
+demo_data "$BIN/switch" "$OUT/data"
 
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
+trap stop_started EXIT
 
 # One value of loadgen's summary line (`key=value ...`) in $OUT/$1.out.
 field() {

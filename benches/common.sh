@@ -49,3 +49,20 @@ wait_for() {
   cat "$1" >&2
   return 1
 }
+
+# The processes a bench script started (it appends to PIDS); stop_started sends each SIGTERM
+# and reaps them (call it from the script's EXIT trap).
+PIDS=()
+stop_started() {
+  local pid
+  for pid in "${PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+}
+
+# demo_data SWITCH DIR: the demo data set the bench scripts drive (10,000 cards, 10,000
+# orders), written by the switch binary SWITCH into DIR.
+demo_data() {
+  "$1" demo-data --out "$2" --accounts 10000 --orders 10000 >&2
+}

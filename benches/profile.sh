@@ -63,7 +63,7 @@ for b in switch loadgen flamegraph; do
   fi
 done
 mkdir -p "$OUT"
-"$BIN/switch" demo-data --out "$OUT/data" --accounts 10000 --orders 10000 >&2
+demo_data "$BIN/switch" "$OUT/data"
 
 SWITCH_PID=
 LOADGEN_PID=

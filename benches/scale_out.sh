@@ -43,14 +43,10 @@ if [ -z "${BIN:-}" ]; then
   BIN=target/release
 fi
 mkdir -p "$OUT"
-"$BIN/switch" demo-data --out "$OUT/data" --accounts 10000 --orders 10000 >&2
+demo_data "$BIN/switch" "$OUT/data"
 
-PIDS=()
 cleanup() {
-  for pid in "${PIDS[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
+  stop_started
   if [ -n "${DB:-}" ]; then
     psql "$STORE_URL" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
   fi
