@@ -686,7 +686,9 @@ impl Shard {
     }
 
     /// A message from another shard (an [`Output::ToShard`] addressed here). A message whose
-    /// sequence number was already taken from its sender is ignored (see [`PeerMsg`]).
+    /// sequence number was already taken from its sender is ignored (see [`PeerMsg`]). Deliver
+    /// only messages whose producing input the sender has journaled (the crate's durability
+    /// rules): answers marked [`Output::Reply`]`{ durable: true }` rely on it.
     pub fn handle_peer(&mut self, now: Now, msg: PeerMsg, out: &mut Vec<Output>) {
         let PeerMsg { from, seq, msg } = msg;
         let Some(last) = self.received.get_mut(from) else {
