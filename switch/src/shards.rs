@@ -444,9 +444,10 @@ struct Worker {
     buf: Vec<u8>,
     /// Outputs of the batch being decided, held until it is committed.
     out: Vec<Output>,
-    /// The batch being taken off the queues (kept for its allocation).
+    /// The batch being taken off the queues (kept for its allocation). Requests are boxed
+    /// as they are taken (their journal input holds them boxed), so the batch moves pointers.
     peer_batch: Vec<Inbound>,
-    job_batch: Vec<Job>,
+    job_batch: Vec<(Box<Request>, ReplyTo)>,
     /// This shard's own journal failed: it applies nothing more.
     broken: bool,
     /// Stopping: no new periodic snapshot.
@@ -537,17 +538,17 @@ impl Worker {
             let mut job_batch = std::mem::take(&mut self.job_batch);
             while jobs_open && job_batch.len() < BATCH {
                 match self.jobs.try_recv() {
-                    Ok(job) => job_batch.push(job),
+                    Ok(job) => job_batch.push((Box::new(job.request), job.reply)),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => jobs_open = false,
                 }
             }
-            for job in &job_batch {
-                self.shard.warm_request(&job.request);
+            for (request, _) in &job_batch {
+                self.shard.warm_request(request);
             }
             let taken = job_batch.len();
-            for job in job_batch.drain(..) {
-                self.take(now, job);
+            for (request, reply) in job_batch.drain(..) {
+                self.take_boxed(now, request, reply);
             }
             self.job_batch = job_batch;
             if let Some(g) = self.shared.metrics.shard_queue(self.id) {
@@ -648,11 +649,15 @@ impl Worker {
     }
 
     fn take(&mut self, now: Now, job: Job) {
-        let response_mti = job.request.mti.response();
+        self.take_boxed(now, Box::new(job.request), job.reply);
+    }
+
+    fn take_boxed(&mut self, now: Now, request: Box<Request>, reply: ReplyTo) {
+        let response_mti = request.mti.response();
         if self.shared.failed.load(Ordering::Relaxed) {
             // Fail-stop: nothing is decided (or applied) once a journal has failed.
-            let _ = job.reply.tx.send((
-                job.reply.slot,
+            let _ = reply.tx.send((
+                reply.slot,
                 Response::plain(response_mti, ResponseCode::SystemMalfunction),
             ));
             return;
@@ -666,7 +671,7 @@ impl Worker {
         };
         if let Some(slot) = self.replies.get_mut(local as usize) {
             *slot = Some(Pending {
-                reply: job.reply,
+                reply,
                 response_mti,
             });
         }
@@ -674,7 +679,7 @@ impl Worker {
         self.record(Input::Request {
             now,
             token,
-            request: Box::new(job.request),
+            request,
         });
     }
 
