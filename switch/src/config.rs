@@ -36,6 +36,9 @@ pub struct Config {
     pub max_frame: usize,
     /// Authorization shard threads; 0 means one per core.
     pub shards: usize,
+    /// Threads of the I/O runtime (connections, admin HTTP, the PostgreSQL store's client);
+    /// 0 means one per two cores, at least one.
+    pub io_threads: usize,
     pub durability: Durability,
     /// Connections served at once; further ones wait in the kernel's backlog.
     pub max_connections: usize,
@@ -92,6 +95,7 @@ impl Default for Config {
             framing: "len2".into(),
             max_frame: 8192,
             shards: 0,
+            io_threads: 0,
             durability: Durability::Fsync,
             max_connections: 10_000,
             max_in_flight: 1024,
@@ -160,6 +164,9 @@ impl Config {
         }
         if self.shards > 1024 {
             return invalid("shards", "must be 0 (one per core) ..= 1024");
+        }
+        if self.io_threads > 1024 {
+            return invalid("io_threads", "must be 0 (one per two cores) ..= 1024");
         }
         if self.idempotency_window_secs < 60 {
             return invalid("idempotency_window_secs", "must be at least 60");
@@ -230,6 +237,18 @@ impl Config {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             self.shards
+        }
+    }
+
+    /// The I/O runtime's threads. Half the cores by default: at saturation the I/O side is
+    /// about a third of the switch's CPU and the shards the rest, and a thread more than the
+    /// cores can run costs a context switch per hand-off (README, "I/O threads").
+    pub fn io_thread_count(&self) -> usize {
+        if self.io_threads == 0 {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / 2).max(1)
+        } else {
+            self.io_threads
         }
     }
 
@@ -309,5 +328,24 @@ mod tests {
             .expect_err("bad spec")
             .to_string()
             .starts_with("spec:"));
+        let c = Config {
+            io_threads: 1025,
+            ..Config::default()
+        };
+        assert!(c
+            .validate()
+            .expect_err("too many I/O threads")
+            .to_string()
+            .starts_with("io_threads:"));
+    }
+
+    #[test]
+    fn io_threads_default_to_half_the_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let c: Config = toml::from_str("").expect("empty file");
+        assert_eq!(c.io_thread_count(), (cores / 2).max(1));
+        let c: Config = toml::from_str("io_threads = 3").expect("parses");
+        c.validate().expect("valid");
+        assert_eq!(c.io_thread_count(), 3);
     }
 }

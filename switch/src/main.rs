@@ -90,6 +90,9 @@ struct ServeArgs {
     /// Authorization shard threads [default: one per core].
     #[arg(long, env = "SWITCH_SHARDS")]
     shards: Option<usize>,
+    /// I/O runtime threads [default: one per two cores, at least one].
+    #[arg(long, env = "SWITCH_IO_THREADS")]
+    io_threads: Option<usize>,
     /// fsync: answer only once the decision is on disk; none: faster, may lose data on a crash.
     #[arg(long, env = "SWITCH_DURABILITY", value_enum)]
     durability: Option<Durability>,
@@ -151,6 +154,7 @@ impl ServeArgs {
             framing => framing,
             max_frame => max_frame,
             shards => shards,
+            io_threads => io_threads,
             durability => durability,
             max_in_flight => max_in_flight,
             max_connections => max_connections,
@@ -204,8 +208,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+fn runtime(io_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(io_threads)
         .enable_all()
         .thread_name("switch-io")
         .build()?)
@@ -224,7 +229,7 @@ fn no_transparent_huge_pages() {
 }
 
 fn migrate(store: &str) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
+    runtime(1)?.block_on(async {
         let config = switch::pg::parse_url(store)?;
         let client = switch::pg::connect(&config).await?;
         let applied = switch::pg::migrate(&client).await?;
@@ -238,13 +243,13 @@ fn migrate(store: &str) -> anyhow::Result<()> {
 }
 
 fn import(store: &str, data_dir: &std::path::Path) -> anyhow::Result<()> {
-    let (accounts, orders) = runtime()?.block_on(switch::pg::import(store, data_dir))?;
+    let (accounts, orders) = runtime(1)?.block_on(switch::pg::import(store, data_dir))?;
     eprintln!("imported {accounts} accounts and {orders} orders");
     Ok(())
 }
 
 fn healthcheck(admin: &str) -> anyhow::Result<()> {
-    if runtime()?.block_on(switch::admin::check_ready(admin))? {
+    if runtime(1)?.block_on(switch::admin::check_ready(admin))? {
         Ok(())
     } else {
         anyhow::bail!("{admin}: /readyz did not answer 200")
@@ -262,7 +267,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     no_transparent_huge_pages();
-    runtime()?.block_on(async move {
+    runtime(config.io_thread_count())?.block_on(async move {
         let running = switch::start(config).await?;
         wait_for_signal().await?;
         tracing::info!("draining: /readyz now 503, answering what is in flight");

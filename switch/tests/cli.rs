@@ -73,6 +73,9 @@ fn bad_flag_values_fail_with_a_clear_error() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("framing"));
     let o = run(&["--durability", "sometimes"]);
     assert!(!o.status.success());
+    let o = run(&["--io-threads", "5000"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("io_threads"));
 }
 
 #[test]
@@ -107,6 +110,15 @@ fn a_bad_data_row_stops_start_up_naming_file_and_line() {
     );
 }
 
+/// The names of a process's threads (`/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task list")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim_end().to_string())
+        .collect()
+}
+
 fn wait_ready(admin: &str, deadline: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < deadline {
@@ -136,6 +148,7 @@ fn starts_on_an_empty_data_dir_reads_env_and_drains_on_sigterm() {
         ])
         .env("SWITCH_ADMIN_LISTEN", &admin)
         .env("SWITCH_DURABILITY", "none")
+        .env("SWITCH_IO_THREADS", "3")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -150,6 +163,11 @@ fn starts_on_an_empty_data_dir_reads_env_and_drains_on_sigterm() {
         "demo data generated"
     );
     assert!(Path::new(&data.join("orders.csv")).exists());
+    // The thread counts asked for, by the names the switch gives its threads.
+    let names = thread_names(child.id());
+    let count = |name: &str| names.iter().filter(|n| n.as_str() == name).count();
+    assert_eq!(count("switch-io"), 3, "{names:?}");
+    assert_eq!(count("shard-0") + count("shard-1"), 2, "{names:?}");
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
