@@ -313,30 +313,33 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let c = Config {
-            framing: "len3".into(),
-            ..Config::default()
-        };
-        let e = c.validate().expect_err("bad framing");
-        assert!(e.to_string().starts_with("framing:"), "{e}");
-        let c = Config {
-            spec: "iso93".into(),
-            ..Config::default()
-        };
-        assert!(c
-            .validate()
-            .expect_err("bad spec")
-            .to_string()
-            .starts_with("spec:"));
-        let c = Config {
-            io_threads: 1025,
-            ..Config::default()
-        };
-        assert!(c
-            .validate()
-            .expect_err("too many I/O threads")
-            .to_string()
-            .starts_with("io_threads:"));
+        let cases = [
+            (
+                Config {
+                    framing: "len3".into(),
+                    ..Config::default()
+                },
+                "framing:",
+            ),
+            (
+                Config {
+                    spec: "iso93".into(),
+                    ..Config::default()
+                },
+                "spec:",
+            ),
+            (
+                Config {
+                    io_threads: 1025,
+                    ..Config::default()
+                },
+                "io_threads:",
+            ),
+        ];
+        for (config, key) in cases {
+            let e = config.validate().expect_err(key);
+            assert!(e.to_string().starts_with(key), "{e}");
+        }
     }
 
     #[test]
