@@ -242,7 +242,7 @@ impl Config {
 
     /// The I/O runtime's threads. Half the cores by default: at saturation the I/O side is
     /// about a third of the switch's CPU and the shards the rest, and a thread more than the
-    /// cores can run costs a context switch per hand-off (README, "I/O threads").
+    /// cores can run costs a context switch per hand-off (README, "Threads and pacing").
     pub fn io_thread_count(&self) -> usize {
         if self.io_threads == 0 {
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
