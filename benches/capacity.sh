@@ -267,6 +267,33 @@ done
 kill -TERM "$ECHO_PID" 2>/dev/null || true
 wait "$ECHO_PID" 2>/dev/null || true
 
+# verdict OK: "met" or "not met".
+verdict() { if [ "$1" = 1 ]; then echo "met"; else echo "**not met**"; fi; }
+
+# targets: issue 5's targets against this run's rows, each "met" or "not met" (the load and
+# shard count they are stated for are said when this run used others).
+targets() {
+  local load="" ok p99 limit
+  if [ "$CONNECTIONS" != 16 ] || [ "$PIPELINE" != 64 ] || [ -n "$SHARDS" ]; then
+    load=" (this run's load or shard count differs from the targets' 16 x 64 with default shards)"
+  fi
+  echo "Targets of issue 5 on this machine$load:"
+  if [ -n "${SAT[fsync]:-}" ]; then
+    ok=$(awk -v s="${SAT[fsync]}" -v e="$(field switch-fsync-closed errors)" \
+      -v t="$(field switch-fsync-closed timeouts)" 'BEGIN { print (s >= 400000 && e == 0 && t == 0) ? 1 : 0 }')
+    echo "- fsync, closed loop: >= 400000 answers/s with zero errors and timeouts: $(verdict "$ok") (${SAT[fsync]}/s)"
+    ok=$(awk -v s="${SAT[fsync]}" -v e="$ECHO_TPS" 'BEGIN { print (e > 0 && s >= 0.2 * e) ? 1 : 0 }')
+    echo "- fsync at >= 20% of the echo limit: $(verdict "$ok") ($(awk -v s="${SAT[fsync]}" -v e="$ECHO_TPS" 'BEGIN { if (e > 0) printf "%.1f%%", 100 * s / e; else print "no echo limit" }'))"
+  fi
+  for durability in $DURABILITIES; do
+    limit=1000
+    if [ "$durability" = fsync ]; then limit=2000; fi
+    p99=$(field "switch-$durability-open50" p99_us)
+    ok=$(awk -v p="$p99" -v l="$limit" 'BEGIN { print (p != "" && p + 0 <= l) ? 1 : 0 }')
+    echo "- $durability, open loop at 50% of saturation (fresh switch): p99 <= $limit us: $(verdict "$ok") ($p99 us)"
+  done
+}
+
 {
   echo "Capacity benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "Machine: $(nproc) CPUs, $(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1), $(uname -sr)"
@@ -284,6 +311,8 @@ wait "$ECHO_PID" 2>/dev/null || true
       'BEGIN { if (e > 0) printf "switch (--durability %s) at saturation: %.0f answers/s = %.1f%% of the echo limit (%.0f/s)\n", d, s, 100 * s / e, e }'
   done
   printf '%s\n' "${NOTES[@]}"
+  echo
+  targets
   echo
   echo "Latency of open-loop rows counts from each request's due time; 'lag p99' is how late"
   echo "loadgen itself was in sending (part of the latency: when it is large, loadgen was starved"
