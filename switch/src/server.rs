@@ -175,7 +175,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
 
     health.set_ready(true);
-    tracing::info!(%iso_addr, %admin_addr, spec = spec.name(), %framing, shards = shard_count, io_threads = config.io_thread_count(), "switch ready");
+    tracing::info!(%iso_addr, %admin_addr, spec = spec.name(), %framing, shards = shard_count, io_threads = tokio::runtime::Handle::current().metrics().num_workers(), "switch ready");
     Ok(Running {
         iso_addr,
         admin_addr,
