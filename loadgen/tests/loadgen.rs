@@ -621,16 +621,18 @@ async fn a_lost_connection_is_opened_again_and_its_requests_in_flight_are_errors
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_that_is_gone_ends_the_run_on_time() {
-    // A listener that takes one connection, then closes it and stops listening: every
-    // attempt to open it again is refused until the run ends.
+    // A listener that takes one connection, stops listening, then closes the connection:
+    // every attempt to open it again is refused until the run ends. (Closing the connection
+    // first raced loadgen's immediate reconnect: the kernel completed it on the listener
+    // still bound, and it was reset when the listener went.)
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let target = listener.local_addr().expect("addr").to_string();
     tokio::spawn(async move {
         if let Ok((stream, _)) = listener.accept().await {
             tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(listener);
             drop(stream);
         }
-        drop(listener);
     });
     let data = demo_dir();
     let report = data.path().join("gone.json");
