@@ -88,7 +88,7 @@ run() {
   done
   for side in a b; do
     local tps ticks
-    tps=$(sed -n 's/.*[[:space:]]tps=\([^[:space:]]*\).*/\1/p' "$OUT/loadgen-$side.out")
+    tps=$(field "loadgen-$side" tps)
     if [ "$side" = a ]; then ticks=$((a1 - a0)); else ticks=$((b1 - b0)); fi
     awk -v s="$side" -v tps="$tps" -v ticks="$ticks" -v t0="$t0" -v t1="$t1" -v hz="$(getconf CLK_TCK)" \
       'BEGIN { printf "%s %d %.2f\n", s, tps, ticks * 1e6 / hz / (tps * (t1 - t0)) }'

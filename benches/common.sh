@@ -66,3 +66,8 @@ stop_started() {
 demo_data() {
   "$1" demo-data --out "$2" --accounts 10000 --orders 10000 >&2
 }
+
+# field NAME KEY: one value of loadgen's summary line (`key=value ...`) in $OUT/NAME.out.
+field() {
+  sed -n "s/.*[[:space:]]$2=\([^[:space:]]*\).*/\1/p" "$OUT/$1.out" | tail -n 1
+}

@@ -89,8 +89,8 @@
 //!   true }` (the answer to a hold or purchase decided on another shard, which committed the
 //!   decision before sending it, approval code included) may be released before its input is
 //!   journaled; after a crash the message is delivered again and gives the same answer.
-//!   Replies and messages produced by a replay are discarded,
-//!   except messages a receiver never applied: after replaying every shard, deliver again
+//!   Replies and messages produced by a replay are discarded, except messages a receiver
+//!   never applied: after replaying every shard, deliver again
 //!   each replayed `ToShard` message whose [`PeerMsg::seq`] is above the receiver's
 //!   [`Shard::received_seq`] of its sender, in sequence order. A receiver ignores a
 //!   message it has already taken (counted in `ShardStats::duplicate_peer_messages`), so

@@ -234,7 +234,7 @@ impl Config {
 
     pub fn shard_count(&self) -> usize {
         if self.shards == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
+            cores()
         } else {
             self.shards
         }
@@ -245,8 +245,7 @@ impl Config {
     /// cores can run costs a context switch per hand-off (README, "Threads and pacing").
     pub fn io_thread_count(&self) -> usize {
         if self.io_threads == 0 {
-            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            (cores / 2).max(1)
+            (cores() / 2).max(1)
         } else {
             self.io_threads
         }
@@ -263,6 +262,11 @@ impl Config {
     pub fn store_timeout(&self) -> Duration {
         Duration::from_millis(self.store_timeout_ms)
     }
+}
+
+/// The cores this process may use (a container's CPU limit included), at least 1.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[cfg(test)]
@@ -344,9 +348,8 @@ mod tests {
 
     #[test]
     fn io_threads_default_to_half_the_cores() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let c: Config = toml::from_str("").expect("empty file");
-        assert_eq!(c.io_thread_count(), (cores / 2).max(1));
+        assert_eq!(c.io_thread_count(), (cores() / 2).max(1));
         let c: Config = toml::from_str("io_threads = 3").expect("parses");
         c.validate().expect("valid");
         assert_eq!(c.io_thread_count(), 3);

@@ -33,9 +33,10 @@
 //! per batch cost more than the overlap saved. The shard commits itself.)
 //!
 //! A failed write or fsync is fail-stop: the shard's memory is now ahead of its disk. The
-//! batch's replies still held become 96 (same MTI), its messages to other shards are dropped, every other
-//! request the shard was deciding is answered 96, the error is logged and counted (`switch_journal_errors_total`),
-//! and a flag shared by all shards is raised: from then on every shard answers each new request
+//! batch's replies still held become 96 (same MTI), its messages to other shards are
+//! dropped, every other request the shard was deciding is answered 96, the error is logged
+//! and counted (`switch_journal_errors_total`), and a flag shared by all shards is raised:
+//! from then on every shard answers each new request
 //! 96 without deciding it (nothing applied), the failed shard ignores peer messages, and no
 //! snapshot is taken at shutdown (the next start recovers from the disk). The failed shard also
 //! tells every other shard, which answers 96 to every request it is still deciding (one may be

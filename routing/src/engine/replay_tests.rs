@@ -326,8 +326,8 @@ fn encode_outputs(out: &[Output]) -> Vec<Vec<u8>> {
 }
 
 /// Replays `log` on `shard` (warming each input first), checking each input's outputs against
-/// the recorded ones; at
-/// index `cut` (if any) swaps the shard for one restored from its own snapshot.
+/// the recorded ones; at index `cut` (if any) swaps the shard for one restored from its own
+/// snapshot.
 fn replay(mut shard: Shard, log: &[Recorded], cut: Option<usize>) -> Result<Shard, TestCaseError> {
     for (i, rec) in log.iter().enumerate() {
         if cut == Some(i) {
