@@ -131,7 +131,8 @@
 //! - Idempotency, 12 for unsupported requests and 94 for changed content apply to every
 //!   stored kind (all but 08xx and balance inquiries): a 12 is remembered like any answer.
 
-#![forbid(unsafe_code)]
+// Denied, not forbidden: the one exception is a prefetch hint (engine/split_map.rs).
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bins;
