@@ -16,8 +16,9 @@
 //! The tables are hashbrown's `HashTable`s rather than `std`'s `HashMap`s so that the map can
 //! also say where a key's probe starts ([`SplitMap::prefetch`]): the shard prefetches the
 //! lines of a whole batch's keys before deciding any, and the batch's cache misses overlap
-//! (with `--durability none`, closed loop: 1.25-1.6x the answers per second of `std`'s maps
-//! with a look-up as the warm-up; README, "Prefetching the maps").
+//! (closed loop, interleaved runs against `std`'s maps with a full look-up as the warm-up:
+//! median x1.24 answers/s with `--durability none`, x1.08 with `fsync`; README, "Prefetching
+//! the maps").
 //!
 //! Only the operations the engine uses are here. Iteration order is unspecified, as with a
 //! plain `HashMap` (the engine never depends on it).
