@@ -135,6 +135,16 @@ impl Shard {
             }
         }
     }
+
+    /// [`Shard::warm_request`] or [`Shard::warm_peer`] for a journaled input: a replay warms
+    /// a run of inputs before applying them, as the shard thread does with a batch.
+    pub fn warm_input(&self, input: &Input) {
+        match input {
+            Input::Request { request, .. } => self.warm_request(request),
+            Input::Peer { msg, .. } => self.warm_peer(msg),
+            Input::Purge { .. } => {}
+        }
+    }
 }
 
 // ===== PeerMsg =====
