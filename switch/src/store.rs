@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
-use routing::{EngineConfig, Output, PeerMsg, Shard};
+use routing::{EngineConfig, Input, Output, PeerMsg, Shard};
 
 use crate::config::{BinRule, Config, Durability};
 use crate::journal::{self, Journal};
@@ -359,7 +359,7 @@ const REPLAY_RUN: usize = 64;
 /// misses overlap as the shard thread's do when it decides a batch. Leaves `run` empty.
 fn apply_run(
     shard: &mut Shard,
-    run: &mut Vec<routing::Input>,
+    run: &mut Vec<Input>,
     out: &mut Vec<Output>,
     applied: &mut impl FnMut(&Shard, &mut Vec<Output>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
