@@ -25,6 +25,8 @@
 # Environment: OUT (default target/capacity/<UTC time>), SAT_DURATION (10s), OPEN_DURATION (5s),
 # WARMUP (2s), DURABILITIES ("none fsync"), CONNECTIONS (16), PIPELINE (64), THREADS (loadgen
 # runtime threads, 1), SHARDS (switch shards; default: the switch's own, one per core),
+# EXPECTED_TRANSACTIONS (the switch's --expected-transactions, 4000000: about what one switch
+# here takes in a saturation run and the row after it; 0 lets its maps grow as they fill),
 # KEEP_STATE (1: keep the switches' data directories, removed at the end otherwise).
 # Durations and warm-ups are whole seconds.
 set -euo pipefail
@@ -42,6 +44,7 @@ CONNECTIONS=${CONNECTIONS:-16}
 PIPELINE=${PIPELINE:-64}
 THREADS=${THREADS:-1}
 SHARDS=${SHARDS:-}
+EXPECTED_TRANSACTIONS=${EXPECTED_TRANSACTIONS:-4000000}
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 echo "== building release binaries" >&2
@@ -154,7 +157,7 @@ start_switch() {
   SWITCH_LOG="$OUT/switch-$1-$2.log"
   "$BIN/switch" --data-dir "$state" --listen 127.0.0.1:0 \
     --admin-listen 127.0.0.1:0 --durability "$1" --log info \
-    "${shard_args[@]}" 2>"$SWITCH_LOG" &
+    --expected-transactions "$EXPECTED_TRANSACTIONS" "${shard_args[@]}" 2>"$SWITCH_LOG" &
   SWITCH_PID=$!
   PIDS+=("$SWITCH_PID")
   ISO_ADDR=$(wait_for "$SWITCH_LOG" '.*switch ready.* iso_addr=\([0-9.:]*\).*')
@@ -294,6 +297,7 @@ targets() {
   echo "Capacity benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "Machine: $(nproc) CPUs, $(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1), $(uname -sr)"
   echo "Load: $CONNECTIONS connections, loadgen $THREADS thread(s), 0200 purchases; switch and loadgen share the machine"
+  echo "Switch: --expected-transactions $EXPECTED_TRANSACTIONS (its maps sized at start; 0: grown as they fill), other settings its defaults$(if [ -n "$SHARDS" ]; then echo " but --shards $SHARDS"; fi)"
   echo "Load average (1, 5, 15 min) before the build: $LOAD_BEFORE; after the runs: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown) (other work on the machine skews the figures)"
   echo "Commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (working tree modified)')"
   echo

@@ -50,6 +50,10 @@ pub struct Config {
     pub grace_period_secs: u64,
     /// How long an answered request's key is remembered for replays.
     pub idempotency_window_secs: u64,
+    /// Transactions the switch is sized to remember at once (about one idempotency window of
+    /// traffic), over all shards: each shard's idempotency and transaction maps are allocated
+    /// for its share at start instead of growing while they fill. 0: grow as needed.
+    pub expected_transactions: u64,
     /// Require a PROXY protocol v2 header on every ISO connection.
     pub proxy_protocol: bool,
     /// tracing filter, e.g. `info` or `switch=debug`.
@@ -102,6 +106,7 @@ impl Default for Config {
             idle_timeout_secs: 300,
             grace_period_secs: 15,
             idempotency_window_secs: 86_400,
+            expected_transactions: 0,
             proxy_protocol: false,
             log: "info".into(),
             bins: Vec::new(),
@@ -170,6 +175,12 @@ impl Config {
         }
         if self.idempotency_window_secs < 60 {
             return invalid("idempotency_window_secs", "must be at least 60");
+        }
+        if self.expected_transactions > MAX_EXPECTED_TRANSACTIONS {
+            return invalid(
+                "expected_transactions",
+                "must be at most 4294967296 (each takes at least about 250 bytes of memory)",
+            );
         }
         self.bin_table()?;
         if let Some(url) = &self.store {
@@ -264,6 +275,9 @@ impl Config {
     }
 }
 
+/// Largest `expected_transactions`: 2^32 entries would already take about a terabyte.
+const MAX_EXPECTED_TRANSACTIONS: u64 = 1 << 32;
+
 /// The cores this process may use (a container's CPU limit included), at least 1.
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -338,6 +352,13 @@ mod tests {
                     ..Config::default()
                 },
                 "io_threads:",
+            ),
+            (
+                Config {
+                    expected_transactions: (1 << 32) + 1,
+                    ..Config::default()
+                },
+                "expected_transactions:",
             ),
         ];
         for (config, key) in cases {

@@ -119,6 +119,10 @@ struct ServeArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     proxy_protocol: Option<bool>,
+    /// Transactions to size the engine's maps for at start, over all shards (about one
+    /// idempotency window of traffic); 0: they grow as they fill [default: 0].
+    #[arg(long, env = "SWITCH_EXPECTED_TRANSACTIONS")]
+    expected_transactions: Option<u64>,
     /// Log filter, e.g. info or switch=debug [default: info].
     #[arg(long, env = "SWITCH_LOG")]
     log: Option<String>,
@@ -161,6 +165,7 @@ impl ServeArgs {
             idle_timeout => idle_timeout_secs,
             grace_period => grace_period_secs,
             proxy_protocol => proxy_protocol,
+            expected_transactions => expected_transactions,
             log => log,
             store_timeout_ms => store_timeout_ms,
         );

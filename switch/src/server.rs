@@ -95,6 +95,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             (Backend::Embedded(set), Deciders::Embedded(threads))
         }
         Some(url) => {
+            if config.expected_transactions > 0 {
+                tracing::warn!(
+                    "expected_transactions sizes the embedded store's maps: ignored with --store"
+                );
+            }
             let engine = routing::EngineConfig {
                 idempotency_window_secs: config.idempotency_window_secs,
                 bins: config.bin_table()?,

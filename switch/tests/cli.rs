@@ -76,6 +76,9 @@ fn bad_flag_values_fail_with_a_clear_error() {
     let o = run(&["--io-threads", "5000"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("io_threads"));
+    let o = run(&["--expected-transactions", "4294967297"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected_transactions"));
 }
 
 #[test]
@@ -149,6 +152,7 @@ fn starts_on_an_empty_data_dir_reads_env_and_drains_on_sigterm() {
         .env("SWITCH_ADMIN_LISTEN", &admin)
         .env("SWITCH_DURABILITY", "none")
         .env("SWITCH_IO_THREADS", "3")
+        .env("SWITCH_EXPECTED_TRANSACTIONS", "100000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -187,6 +191,11 @@ fn starts_on_an_empty_data_dir_reads_env_and_drains_on_sigterm() {
     assert!(status.success(), "exit 0 after a drain");
     let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).expect("read");
     assert!(stderr.contains("generated a demo data set"), "{stderr}");
+    // Each of the two shards sized its maps for half the expected transactions.
+    assert!(
+        stderr.contains("sized for the expected transactions expected=100000 per_shard=50000"),
+        "{stderr}"
+    );
     assert!(
         !run(&["healthcheck", "--admin", &admin]).status.success(),
         "stopped"

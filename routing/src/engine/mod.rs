@@ -599,6 +599,22 @@ impl Shard {
         self.shard_count
     }
 
+    /// Sizes the idempotency and transaction maps for `entries` entries each, so that they
+    /// do not grow while they fill up to that (a table grows by moving every entry into one
+    /// twice as large: on a fresh switch at saturation about a tenth of a shard's CPU). Never
+    /// shrinks them; past `entries` they grow as before. The switch's
+    /// `expected_transactions` setting.
+    pub fn reserve_transactions(&mut self, entries: usize) {
+        self.idem.reserve(entries.saturating_sub(self.idem.len()));
+        self.txns.reserve(entries.saturating_sub(self.txns.len()));
+    }
+
+    /// How many entries the idempotency and transaction maps can each take, filled as keys
+    /// spread, before one of their tables must grow.
+    pub fn transaction_capacity(&self) -> usize {
+        self.idem.capacity().min(self.txns.capacity())
+    }
+
     /// Starts loading, and changes nothing, the map entries deciding `req` here will probe:
     /// its idempotency key, its transaction and its card's account (if on this shard).
     /// The shard thread calls it for every request of a batch before deciding any: the look-ups

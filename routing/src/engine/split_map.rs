@@ -131,6 +131,12 @@ impl<K: Hash + Eq, V> SplitMap<K, V> {
     }
 }
 
+/// Part `i`'s planned share of `n` entries, rounded up: (2i + 1) / parts^2 of them
+/// ([`SplitMap::index`]; all of them with one part).
+fn share(n: usize, i: usize, parts: usize) -> usize {
+    (n as u128 * (2 * i + 1) as u128).div_ceil((parts * parts) as u128) as usize
+}
+
 impl<K: Hash + Eq + Spread, V> SplitMap<K, V> {
     fn index(&self, key: &K) -> usize {
         if self.parts.len() == 1 {
@@ -221,15 +227,36 @@ impl<K: Hash + Eq + Spread, V> SplitMap<K, V> {
         Some((layout.end + at, bucket))
     }
 
-    /// Room for `additional` more entries, spread evenly over the parts (as the hash spreads
-    /// keys).
+    /// Room for `additional` more entries, each part for its planned share of them
+    /// ([`SplitMap::index`]): an even spread would leave the parts with the larger shares to
+    /// grow anyway (part 255 takes twice the average).
     pub(super) fn reserve(&mut self, additional: usize) {
-        let each = additional.div_ceil(PARTS);
+        let parts = self.parts.len();
         let hasher = &self.hasher;
-        for (part, layout) in self.parts.iter_mut().zip(self.layouts.iter_mut()) {
-            part.reserve(each, |(k, _)| hasher.hash_one(k));
+        for (i, (part, layout)) in self
+            .parts
+            .iter_mut()
+            .zip(self.layouts.iter_mut())
+            .enumerate()
+        {
+            part.reserve(share(additional, i, parts), |(k, _)| hasher.hash_one(k));
             *layout = Layout::of(part);
         }
+    }
+
+    /// How many entries the map holds before any part must grow: the least of each part's
+    /// room over its planned share, so the map as a whole, filled evenly, grows past it.
+    pub(super) fn capacity(&self) -> usize {
+        let parts = self.parts.len();
+        (0..parts)
+            .map(|i| {
+                // Part i holds (2i + 1) / parts^2 of the entries; the map fills it at n
+                // entries with share(n) = capacity.
+                let room = self.parts[i].capacity();
+                room * parts * parts / (2 * i + 1)
+            })
+            .min()
+            .unwrap_or(0)
     }
 
     pub(super) fn retain(&mut self, mut keep: impl FnMut(&K, &mut V) -> bool) {
@@ -345,6 +372,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// `reserve` sizes each part for its planned share, not an even one: with an even
+    /// spread, the parts with the larger shares (up to twice the average) still grow.
+    #[test]
+    fn reserve_gives_each_part_room_for_its_planned_share() {
+        let n = 1_000_000;
+        let mut map: SplitMap<u64, u64> = SplitMap::default();
+        map.reserve(n);
+        for (i, part) in map.parts.iter().enumerate() {
+            assert!(
+                part.capacity() >= share(n, i, PARTS),
+                "part {i}: room for {}, share {}",
+                part.capacity(),
+                share(n, i, PARTS)
+            );
+        }
+        assert!(map.capacity() >= n, "{}", map.capacity());
+        let mut one: SplitMap<u64, u64> = SplitMap::with_parts(1);
+        one.reserve(n);
+        assert!(one.capacity() >= n && one.parts[0].capacity() >= n);
+    }
+
+    /// Filled with as many keys as it was reserved for, a map's tables do not grow. (The keys
+    /// are fixed and the part a key goes to does not depend on the hasher's random seed, so
+    /// this holds on every run; with an even reserve 109 of the 256 grew.)
+    #[test]
+    fn a_reserved_map_takes_its_keys_without_growing() {
+        let terminal = TerminalId::new(b"TERM0001").unwrap();
+        let keys = 400_000;
+        let mut split: SplitMap<TxnId, ()> = SplitMap::default();
+        split.reserve(keys);
+        let before: Vec<usize> = split.parts.iter().map(|p| p.num_buckets()).collect();
+        for stan in 1..=keys as u32 {
+            let txn = TxnId {
+                terminal,
+                stan,
+                transmission: 1_126_104_500,
+            };
+            split.insert(txn, ());
+        }
+        let grew = split
+            .parts
+            .iter()
+            .zip(&before)
+            .filter(|(p, &b)| p.num_buckets() != b)
+            .count();
+        assert_eq!(grew, 0, "{grew} of {PARTS} tables grew");
     }
 
     #[test]
