@@ -244,14 +244,14 @@ impl<K: Hash + Eq + Spread, V> SplitMap<K, V> {
         }
     }
 
-    /// How many entries the map holds before any part must grow: the least of each part's
-    /// room over its planned share, so the map as a whole, filled evenly, grows past it.
+    /// How many entries the map can take, spread over its parts as planned, before one of
+    /// them must grow.
     pub(super) fn capacity(&self) -> usize {
         let parts = self.parts.len();
         (0..parts)
             .map(|i| {
-                // Part i holds (2i + 1) / parts^2 of the entries; the map fills it at n
-                // entries with share(n) = capacity.
+                // Part i takes (2i + 1) / parts^2 of the entries: it is full when the map
+                // holds its room times parts^2 / (2i + 1).
                 let room = self.parts[i].capacity();
                 room * parts * parts / (2 * i + 1)
             })
