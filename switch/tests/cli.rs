@@ -167,6 +167,20 @@ fn starts_on_an_empty_data_dir_reads_env_and_drains_on_sigterm() {
         "demo data generated"
     );
     assert!(Path::new(&data.join("orders.csv")).exists());
+    // Maps sized at start: transparent huge pages are not turned off for the process (they
+    // are when the maps grow: tests/tests/rolling_restart.rs), unless the system has none.
+    let system =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if !system.is_empty() && !system.contains("[never]") {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+        assert!(
+            status
+                .lines()
+                .any(|l| l.split_whitespace().eq(["THP_enabled:", "1"])),
+            "{status}"
+        );
+    }
     // The thread counts asked for, by the names the switch gives its threads.
     let names = thread_names(child.id());
     let count = |name: &str| names.iter().filter(|n| n.as_str() == name).count();
