@@ -1677,7 +1677,7 @@ mod tests {
         // Stop without the shutdown snapshot: a restart recovers from the periodic ones.
         let finished = threads.stop_for_tests();
         let (loaded, replayed) =
-            crate::store::recover(&state, 2, &EngineConfig::default(), true).expect("recovers");
+            crate::store::recover(&state, 2, &EngineConfig::default(), true, 0).expect("recovers");
         assert!(replayed > 0, "the journal since the snapshots is replayed");
         for ((shard, _), recovered) in finished.iter().zip(&loaded.shards) {
             let (mut a, mut b) = (Vec::new(), Vec::new());

@@ -157,7 +157,8 @@ pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Loaded> {
     }
     let stored = Settings::read(&state)?.unwrap_or_else(|| settings.clone());
     let fsync = config.durability == Durability::Fsync;
-    let (mut loaded, records) = recover(&state, shard_count, &stored.engine()?, fsync)?;
+    let reserve = map_reserve(config.expected_transactions, shard_count);
+    let (mut loaded, records) = recover(&state, shard_count, &stored.engine()?, fsync, reserve)?;
     if stored != settings {
         if records == 0 {
             // Nothing to replay: the snapshots are the state, and take today's settings.
@@ -167,6 +168,7 @@ pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Loaded> {
                 shard.snapshot(&mut bytes);
                 *shard = Shard::restore(shard.id(), shard_count, engine.clone(), &bytes)
                     .context("re-reading a snapshot under the new engine settings")?;
+                shard.reserve_transactions(reserve);
             }
             settings.write(&state)?;
             loaded.engine = engine.clone();
@@ -179,43 +181,36 @@ pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Loaded> {
     } else if !Settings::path(&state).exists() {
         settings.write(&state)?;
     }
-    size_maps(&mut loaded.shards, config.expected_transactions);
+    if reserve > 0 {
+        tracing::info!(
+            expected = config.expected_transactions,
+            per_shard = reserve,
+            "idempotency and transaction maps sized for the expected transactions"
+        );
+    }
     Ok(loaded)
 }
 
-/// Sizes every shard's idempotency and transaction maps for its share of `expected`
-/// transactions (`expected_transactions`; transactions spread evenly over the shards). A map
-/// that grows moves every entry of a table into one twice as large: on a fresh switch at
-/// saturation that was about a tenth of each shard's CPU (README, "Sizing the maps").
-fn size_maps(shards: &mut [Shard], expected: u64) {
-    let Some(first) = shards.first() else {
-        return;
-    };
-    if expected == 0 {
-        return;
-    }
-    let started = Instant::now();
-    let count = first.shard_count() as u64;
-    let each = usize::try_from(expected.div_ceil(count)).unwrap_or(usize::MAX);
-    for shard in shards.iter_mut() {
-        shard.reserve_transactions(each);
-    }
-    tracing::info!(
-        expected,
-        per_shard = each,
-        elapsed = ?started.elapsed(),
-        "idempotency and transaction maps sized for the expected transactions"
-    );
+/// Entries each shard's idempotency and transaction maps are sized for: its share of
+/// `expected` transactions (`expected_transactions`; transactions spread evenly over the
+/// shards), 0 for none. A map that grows moves every entry of a table into one twice as large:
+/// on a fresh switch at saturation that was about a tenth of each shard's CPU (README, "Sizing
+/// the maps"); sized before the journal is replayed, a recovery does not grow them either.
+fn map_reserve(expected: u64, shard_count: usize) -> usize {
+    let shards = shard_count.max(1) as u64;
+    usize::try_from(expected.div_ceil(shards)).unwrap_or(usize::MAX)
 }
 
 /// Restores every shard from its newest snapshot and replays its journal (module docs), under
-/// `engine` (the settings the journal was written with). Also returns how many records were
+/// `engine` (the settings the journal was written with), each shard's maps sized for `reserve`
+/// entries before the replay (0: as the snapshot needs). Also returns how many records were
 /// replayed.
 pub fn recover(
     state: &Path,
     shard_count: usize,
     engine: &EngineConfig,
     fsync: bool,
+    reserve: usize,
 ) -> anyhow::Result<(Loaded, u64)> {
     let found = journal::shard_dirs(state)?;
     if found != shard_count {
@@ -237,7 +232,9 @@ pub fn recover(
         let handles: Vec<_> = (0..shard_count)
             .map(|i| {
                 let progress = &progress;
-                scope.spawn(move || replay_shard(state, i, shard_count, engine, fsync, progress))
+                scope.spawn(move || {
+                    replay_shard(state, i, shard_count, engine, fsync, reserve, progress)
+                })
             })
             .collect();
         handles
@@ -322,6 +319,7 @@ fn replay_shard(
     shard_count: usize,
     engine: &EngineConfig,
     fsync: bool,
+    reserve: usize,
     progress: &[std::sync::atomic::AtomicU64],
 ) -> anyhow::Result<Replayed> {
     let files = journal::shard_files(&journal::shard_dir(state, i))?;
@@ -330,6 +328,7 @@ fn replay_shard(
     let mut shard = Shard::restore(i, shard_count, engine.clone(), &bytes)
         .with_context(|| format!("restoring {}", files.snapshot.display()))?;
     drop(bytes);
+    shard.reserve_transactions(reserve);
     let mut sent = vec![VecDeque::new(); shard_count];
     let mut records = 0u64;
     let mut out = Vec::new();
@@ -527,19 +526,12 @@ fn load_csv(
 mod tests {
     use super::*;
 
-    /// `expected_transactions` reaches every shard's maps, split over the shards; 0 leaves
-    /// them to grow.
+    /// `expected_transactions` reaches every shard's maps, split over the shards, on a first
+    /// start (recovered from the snapshots made from the CSVs) and on a start whose engine
+    /// settings changed (the snapshots read again under them); 0 leaves the maps to grow.
     #[test]
     fn expected_transactions_size_every_shards_maps() {
-        for (expected, shards) in [(0, 2), (300_000, 2), (300_000, 3)] {
-            let dir = tempfile::tempdir().expect("tmp");
-            let config = Config {
-                data_dir: dir.path().to_owned(),
-                durability: Durability::None,
-                expected_transactions: expected,
-                ..Config::default()
-            };
-            let loaded = load(&config, shards).expect("loads");
+        let check = |loaded: &Loaded, expected: u64, shards: usize| {
             for shard in &loaded.shards {
                 let capacity = shard.transaction_capacity();
                 if expected == 0 {
@@ -553,6 +545,21 @@ mod tests {
                     );
                 }
             }
+        };
+        for (expected, shards) in [(0, 2), (300_000, 2), (300_000, 3)] {
+            let dir = tempfile::tempdir().expect("tmp");
+            let config = Config {
+                data_dir: dir.path().to_owned(),
+                durability: Durability::None,
+                expected_transactions: expected,
+                ..Config::default()
+            };
+            check(&load(&config, shards).expect("loads"), expected, shards);
+            let config = Config {
+                idempotency_window_secs: 2 * 86_400,
+                ..config
+            };
+            check(&load(&config, shards).expect("loads again"), expected, shards);
         }
     }
 }

@@ -135,7 +135,8 @@ fn recovery_of_10_million_journal_records() {
 
     let started = Instant::now();
     let cpu = cpu_seconds();
-    let (loaded, replayed) = switch::store::recover(&state, n, &engine, false).expect("recovers");
+    let (loaded, replayed) =
+        switch::store::recover(&state, n, &engine, false, 0).expect("recovers");
     let took = started.elapsed();
     let cpu = cpu_seconds() - cpu;
     println!(
