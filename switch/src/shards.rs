@@ -287,7 +287,6 @@ pub fn start(
         redeliver,
         snapshot_every,
         engine,
-        map_reserve,
     } = loaded;
     let n = shards.len();
     if n > MAX_SHARDS || journals.len() != n {
@@ -338,7 +337,6 @@ pub fn start(
                 durable: durable.clone(),
                 engine: engine.clone(),
                 snapshot_every,
-                map_reserve,
             },
         )?;
         let handle = std::thread::Builder::new()
@@ -393,8 +391,6 @@ struct Shared {
     engine: EngineConfig,
     /// Records between periodic snapshots (0: none).
     snapshot_every: u64,
-    /// Entries a rebuilt state's maps are sized for, as the shard's ([`Loaded::map_reserve`]).
-    map_reserve: usize,
 }
 
 /// A periodic snapshot being built off the shard thread.
@@ -759,7 +755,6 @@ impl Worker {
             engine: self.shared.engine.clone(),
             dir: self.dir.clone(),
             generation,
-            map_reserve: self.shared.map_reserve,
             sent,
             durable: self.shared.durable.clone(),
             failed: self.shared.failed.clone(),
@@ -943,8 +938,6 @@ struct SnapshotBuilder {
     engine: EngineConfig,
     dir: std::path::PathBuf,
     generation: u64,
-    /// Entries the rebuilt state's maps are sized for.
-    map_reserve: usize,
     /// What the shard had sent every shard at the cut.
     sent: Vec<u64>,
     durable: Arc<[AtomicU64]>,
@@ -1053,14 +1046,15 @@ impl SnapshotBuilder {
 
     /// Ok(true): in force; Ok(false): given up (cancelled or a journal failed).
     fn build(&self, started: Instant, rest: bool) -> anyhow::Result<bool> {
-        let of = crate::store::RebuildOf {
-            dir: &self.dir,
-            shard: self.id,
-            shard_count: self.shard_count,
-            generation: self.generation,
-            map_reserve: self.map_reserve,
-        };
-        let rebuilt = crate::store::rebuild(&of, &self.engine, &self.cancel, rest);
+        let rebuilt = crate::store::rebuild(
+            &self.dir,
+            self.id,
+            self.shard_count,
+            &self.engine,
+            self.generation,
+            &self.cancel,
+            rest,
+        );
         let (shard, records) = match rebuilt {
             Ok(r) => r,
             Err(_) if self.cancel.load(Ordering::SeqCst) => return Ok(false),
@@ -1146,7 +1140,6 @@ mod tests {
             redeliver: Vec::new(),
             snapshot_every: 0,
             engine: EngineConfig::default(),
-            map_reserve: 0,
         };
         let (set, threads) = start(loaded, 16, metrics.clone()).expect("start");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -1308,7 +1301,6 @@ mod tests {
                 durable,
                 engine: EngineConfig::default(),
                 snapshot_every: 1,
-                map_reserve: 0,
             },
         )
         .expect("worker");
@@ -1603,7 +1595,6 @@ mod tests {
             redeliver: Vec::new(),
             snapshot_every: 40,
             engine: EngineConfig::default(),
-            map_reserve: 0,
         };
         let (set, threads) = start(loaded, 64, Metrics::new(2)).expect("start");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -1711,7 +1702,6 @@ mod tests {
             redeliver: Vec::new(),
             snapshot_every: 0,
             engine: EngineConfig::default(),
-            map_reserve: 0,
         };
         let (set, threads) = start(loaded, 16, metrics.clone()).expect("start");
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

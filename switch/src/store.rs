@@ -95,9 +95,6 @@ pub struct Loaded {
     pub snapshot_every: u64,
     /// The engine settings the shards run under (a periodic snapshot replays with them).
     pub engine: EngineConfig,
-    /// Entries each shard's idempotency and transaction maps are sized for (0: they grow as
-    /// they fill); a periodic snapshot's rebuilt state is sized the same.
-    pub map_reserve: usize,
 }
 
 /// Default of [`Loaded::snapshot_every`]; the environment variable
@@ -301,7 +298,6 @@ pub fn recover(
             redeliver,
             snapshot_every: snapshot_every(),
             engine: engine.clone(),
-            map_reserve: reserve,
         },
         records,
     ))
@@ -430,18 +426,7 @@ fn publish_and_prune(
 /// How long [`rebuild`] replays before resting as long (it runs beside the shard threads).
 const REBUILD_SLICE: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// The state [`rebuild`] makes: shard `shard` of `shard_count`, whose files are in `dir`, as of
-/// the start of journal segment `generation`, its maps sized for `map_reserve` entries.
-#[derive(Debug)]
-pub struct RebuildOf<'a> {
-    pub dir: &'a Path,
-    pub shard: usize,
-    pub shard_count: usize,
-    pub generation: u64,
-    pub map_reserve: usize,
-}
-
-/// A shard's state at the start of a journal segment ([`RebuildOf`]), rebuilt from files alone:
+/// Shard `i`'s state at the start of journal segment `generation`, rebuilt from files alone:
 /// the newest snapshot before it and the closed segments since, replayed as recovery does
 /// ([`Shard::apply`], outputs dropped), but one record at a time: warming runs of records as
 /// recovery does ([`apply_run`]) made the builder faster and the shards beside it slower
@@ -449,20 +434,21 @@ pub struct RebuildOf<'a> {
 /// thread (`crate::shards`); with `rest` it uses at most half a core (it rests as long as it
 /// works). Gives up with an error once `cancel` is raised.
 pub fn rebuild(
-    of: &RebuildOf<'_>,
+    dir: &Path,
+    i: usize,
+    shard_count: usize,
     engine: &EngineConfig,
+    generation: u64,
     cancel: &std::sync::atomic::AtomicBool,
     rest: bool,
 ) -> anyhow::Result<(Shard, u64)> {
     use std::sync::atomic::Ordering;
-    let (dir, generation) = (of.dir, of.generation);
     let files = journal::snapshot_sources(dir, generation)?;
     let bytes = std::fs::read(&files.snapshot)
         .with_context(|| format!("reading {}", files.snapshot.display()))?;
-    let mut shard = Shard::restore(of.shard, of.shard_count, engine.clone(), &bytes)
+    let mut shard = Shard::restore(i, shard_count, engine.clone(), &bytes)
         .with_context(|| format!("restoring {}", files.snapshot.display()))?;
     drop(bytes);
-    shard.reserve_transactions(of.map_reserve);
     if files.segments.last().map(|&(g, _)| g + 1) != Some(generation) {
         anyhow::bail!(
             "{}: no journal segment {} to build snapshot {generation} from",
@@ -540,43 +526,6 @@ fn load_csv(
 mod tests {
     use super::*;
 
-    /// A periodic snapshot's rebuilt state is sized as the running shard's maps are.
-    #[test]
-    fn a_rebuilt_state_is_sized_as_asked() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let config = Config {
-            data_dir: dir.path().to_owned(),
-            durability: Durability::None,
-            ..Config::default()
-        };
-        let loaded = load(&config, 1).expect("loads");
-        // Generation 1 is built from the snapshot of the CSV load and segment 0.
-        let shard_dir = journal::shard_dir(&journal::state_dir(dir.path()), 0);
-        let cancel = std::sync::atomic::AtomicBool::new(false);
-        for reserve in [0, 200_000] {
-            let (shard, records) = rebuild(
-                &RebuildOf {
-                    dir: &shard_dir,
-                    shard: 0,
-                    shard_count: 1,
-                    generation: 1,
-                    map_reserve: reserve,
-                },
-                &loaded.engine,
-                &cancel,
-                false,
-            )
-            .expect("rebuilds");
-            assert_eq!(records, 0);
-            let capacity = shard.transaction_capacity();
-            if reserve == 0 {
-                assert!(capacity < 1_000, "{capacity}");
-            } else {
-                assert!((reserve..=3 * reserve).contains(&capacity), "{capacity}");
-            }
-        }
-    }
-
     /// `expected_transactions` reaches every shard's maps, split over the shards, on a first
     /// start (recovered from the snapshots made from the CSVs) and on a start whose engine
     /// settings changed (the snapshots read again under them); 0 leaves the maps to grow.
@@ -610,11 +559,7 @@ mod tests {
                 idempotency_window_secs: 2 * 86_400,
                 ..config
             };
-            check(
-                &load(&config, shards).expect("loads again"),
-                expected,
-                shards,
-            );
+            check(&load(&config, shards).expect("loads again"), expected, shards);
         }
     }
 }
