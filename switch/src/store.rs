@@ -559,7 +559,11 @@ mod tests {
                 idempotency_window_secs: 2 * 86_400,
                 ..config
             };
-            check(&load(&config, shards).expect("loads again"), expected, shards);
+            check(
+                &load(&config, shards).expect("loads again"),
+                expected,
+                shards,
+            );
         }
     }
 }
