@@ -374,6 +374,16 @@ mod tests {
         }
     }
 
+    /// The transactions of one terminal with STANs 1 to `keys`, at one date-time.
+    fn one_terminals_stans(keys: usize) -> impl Iterator<Item = TxnId> {
+        let terminal = TerminalId::new(b"TERM0001").unwrap();
+        (1..=keys as u32).map(move |stan| TxnId {
+            terminal,
+            stan,
+            transmission: 1_126_104_500,
+        })
+    }
+
     /// `reserve` sizes each part for its planned share, not an even one: with an even
     /// spread, the parts with the larger shares (up to twice the average) still grow.
     #[test]
@@ -400,17 +410,11 @@ mod tests {
     /// this holds on every run; with an even reserve 109 of the 256 grew.)
     #[test]
     fn a_reserved_map_takes_its_keys_without_growing() {
-        let terminal = TerminalId::new(b"TERM0001").unwrap();
         let keys = 400_000;
         let mut split: SplitMap<TxnId, ()> = SplitMap::default();
         split.reserve(keys);
         let before: Vec<usize> = split.parts.iter().map(|p| p.num_buckets()).collect();
-        for stan in 1..=keys as u32 {
-            let txn = TxnId {
-                terminal,
-                stan,
-                transmission: 1_126_104_500,
-            };
+        for txn in one_terminals_stans(keys) {
             split.insert(txn, ());
         }
         let grew = split
@@ -426,15 +430,9 @@ mod tests {
     fn parts_take_their_planned_shares_of_one_terminals_stans() {
         // Part i is planned to take (2i + 1) / 65536 of the keys: 64 keys on average, from
         // about none (part 0) to about 128 (part 255), so no two neighbours fill alike.
-        let terminal = TerminalId::new(b"TERM0001").unwrap();
         let mut split: SplitMap<TxnId, ()> = SplitMap::default();
         let keys = PARTS * 64;
-        for stan in 1..=keys as u32 {
-            let txn = TxnId {
-                terminal,
-                stan,
-                transmission: 1_126_104_500,
-            };
+        for txn in one_terminals_stans(keys) {
             split.insert(txn, ());
         }
         for (i, part) in split.parts.iter().enumerate() {
