@@ -222,14 +222,14 @@ fn runtime(io_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 /// Transparent huge pages off for this process, before recovery fills the engine's maps,
-/// unless the maps are sized at start (`expected_transactions`). Growing maps allocate fresh
-/// tables again and again, and mimalloc asks for huge pages: every first touch then made the
-/// kernel zero 2 MiB, a sixth of the switch's CPU at saturation (`perf`); without them, x1.15
-/// answers/s with `--durability none`. Maps sized at start are allocated once, and there huge
-/// pages save TLB misses instead: about +10% answers/s in both modes (README, "Sizing the
-/// maps"). A kernel that refuses the flag leaves things as they were.
+/// unless the maps are sized at start (`expected_transactions`, embedded store). Growing
+/// maps allocate fresh tables again and again, and mimalloc asks for huge pages: every first
+/// touch then made the kernel zero 2 MiB, a sixth of the switch's CPU at saturation (`perf`);
+/// without them, x1.15 answers/s with `--durability none`. Maps sized at start are allocated
+/// once, and there huge pages save TLB misses instead: about +10% answers/s in both modes
+/// (README, "Sizing the maps"). A kernel that refuses the flag leaves things as they were.
 fn no_transparent_huge_pages(config: &Config) {
-    if config.expected_transactions > 0 {
+    if config.expected_transactions > 0 && config.store.is_none() {
         tracing::info!(
             "engine maps sized at start: transparent huge pages left as the system sets them"
         );

@@ -145,6 +145,9 @@ fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Loads the shards: recovers `<data_dir>/state/`, or creates it from the CSVs.
 pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Loaded> {
+    if config.expected_transactions > 0 {
+        check_map_memory(config.expected_transactions, memory_limit())?;
+    }
     let settings = Settings::of(config);
     let engine = settings.engine()?;
     let state = journal::state_dir(&config.data_dir);
@@ -199,6 +202,43 @@ pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Loaded> {
 fn map_reserve(expected: u64, shard_count: usize) -> usize {
     let shards = shard_count.max(1) as u64;
     usize::try_from(expected.div_ceil(shards)).unwrap_or(usize::MAX)
+}
+
+/// Refuses an `expected_transactions` whose maps alone would not fit in `limit` bytes (this
+/// machine's or container's memory): a slip of a digit would otherwise abort the start on a
+/// failed allocation, or get the switch killed for memory as the maps fill.
+fn check_map_memory(expected: u64, limit: Option<u64>) -> anyhow::Result<()> {
+    let needed = expected.saturating_mul(Shard::map_bytes_per_transaction() as u64);
+    match limit {
+        Some(limit) if needed > limit => {
+            const GIB: f64 = (1u64 << 30) as f64;
+            anyhow::bail!(
+                "expected_transactions = {expected}: the engine's maps alone would take at least {:.1} GiB, more than the {:.1} GiB of memory this process may use",
+                needed as f64 / GIB,
+                limit as f64 / GIB
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The memory this process may use: the machine's (`MemTotal`), or its cgroup's limit when
+/// lower (a container's). `None` when neither can be read.
+fn memory_limit() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    });
+    // cgroup v2; "max" (no limit) does not parse.
+    let cgroup = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match (total, cgroup) {
+        (Some(t), Some(c)) => Some(t.min(c)),
+        (t, c) => t.or(c),
+    }
 }
 
 /// Restores every shard from its newest snapshot and replays its journal (module docs), under
@@ -525,6 +565,20 @@ fn load_csv(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An `expected_transactions` whose maps cannot fit in memory is refused, naming the key.
+    #[test]
+    fn expected_transactions_beyond_memory_are_refused() {
+        let gib = 1 << 30;
+        let per = Shard::map_bytes_per_transaction() as u64;
+        assert!(check_map_memory(gib / per, Some(gib)).is_ok());
+        let e = check_map_memory(gib / per + 1, Some(gib)).expect_err("too big");
+        assert!(e.to_string().starts_with("expected_transactions = "), "{e}");
+        assert!(check_map_memory(u64::MAX, None).is_ok(), "no limit known");
+        // This machine: some memory, and not a terabyte of it.
+        let limit = memory_limit().expect("meminfo");
+        assert!((1 << 26..1 << 40).contains(&limit), "{limit}");
+    }
 
     /// `expected_transactions` reaches every shard's maps, split over the shards, on a first
     /// start (recovered from the snapshots made from the CSVs) and on a start whose engine

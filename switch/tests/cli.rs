@@ -79,6 +79,14 @@ fn bad_flag_values_fail_with_a_clear_error() {
     let o = run(&["--expected-transactions", "4294967297"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected_transactions"));
+    // Within the key's range but beyond this machine's memory: refused at start, not an
+    // abort on a failed allocation.
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().to_str().expect("utf8");
+    let o = run(&["--data-dir", data, "--expected-transactions", "4294967296"]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("expected_transactions = 4294967296"), "{err}");
 }
 
 #[test]

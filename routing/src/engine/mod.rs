@@ -609,6 +609,15 @@ impl Shard {
         self.txns.reserve(entries.saturating_sub(self.txns.len()));
     }
 
+    /// The least memory, in bytes, that [`Shard::reserve_transactions`] takes per entry: an
+    /// entry in each map (key, value and control byte) at the tables' fullest (7/8). Rounding
+    /// each table up to a power of two takes up to twice that.
+    pub const fn map_bytes_per_transaction() -> usize {
+        (std::mem::size_of::<(IdemKey, IdemEntry)>() + std::mem::size_of::<(TxnId, TxnSlot)>() + 2)
+            * 8
+            / 7
+    }
+
     /// How many entries the idempotency and transaction maps can each take, filled as keys
     /// spread, before one of their tables must grow.
     pub fn transaction_capacity(&self) -> usize {
