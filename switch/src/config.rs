@@ -177,10 +177,11 @@ impl Config {
             return invalid("idempotency_window_secs", "must be at least 60");
         }
         if self.expected_transactions > MAX_EXPECTED_TRANSACTIONS {
-            return invalid(
-                "expected_transactions",
-                "must be at most 4294967296 (each takes at least about 250 bytes of memory)",
+            let reason = format!(
+                "must be at most {MAX_EXPECTED_TRANSACTIONS} (each takes at least {} bytes of memory)",
+                routing::Shard::map_bytes_per_transaction()
             );
+            return invalid("expected_transactions", &reason);
         }
         self.bin_table()?;
         if let Some(url) = &self.store {
