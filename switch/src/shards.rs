@@ -60,12 +60,14 @@
 //! CPU on another thread and, briefly, a second copy of the shard's state in memory.
 //!
 //! The builder runs under `SCHED_IDLE`: it gets a core only when no other thread of the
-//! machine wants it, so it takes nothing from answering. (Measured on the 2-core development
-//! machine, open loop at 125,000/s beside two builders replaying 1.2 million records each:
-//! p99 7.3-10.2 ms against 13.6-55 ms with builders at nice 10, five runs each.) A machine
-//! that is never idle would starve it, so a build still running when the next snapshot is
-//! due (the shard has journaled another `SWITCH_SNAPSHOT_EVERY_RECORDS` records) is given up
-//! and the next one is built at nice 10, resting as long as it works (at most half a core);
+//! machine wants it, so it takes no CPU time a shard asks for. (Measured on the 2-core
+//! development machine, open loop at 125,000/s beside two builders replaying 1.2 million
+//! records each: p99 7.3-10.2 ms against 13.6-55 ms with builders at nice 10, five runs each.)
+//! It still costs answers on a 2-vCPU guest: closed-loop runs of 8 s answered 13% more with
+//! periodic snapshots off (README, "Where the rest goes"). A machine that is never idle would
+//! starve it, so a build still running when the next snapshot is due (the shard has
+//! journaled another `SWITCH_SNAPSHOT_EVERY_RECORDS` records) is given up and the next one
+//! is built at nice 10, resting as long as it works (at most half a core);
 //! so is every build while a given-up builder has not yet exited, and every build where the
 //! system refuses `SCHED_IDLE`. The journal thus keeps at most about two snapshot intervals,
 //! as when every build ran at nice 10.
