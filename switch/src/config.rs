@@ -252,6 +252,12 @@ impl Config {
         }
     }
 
+    /// Whether the engine's maps are sized at start: `expected_transactions` set, with the
+    /// embedded store (the PostgreSQL store has no such maps).
+    pub fn sizes_engine_maps(&self) -> bool {
+        self.expected_transactions > 0 && self.store.is_none()
+    }
+
     /// The I/O runtime's threads. Half the cores by default: at saturation the I/O side is
     /// about a third of the switch's CPU and the shards the rest, and a thread more than the
     /// cores can run costs a context switch per hand-off (README, "Threads and pacing").

@@ -228,8 +228,8 @@ fn runtime(io_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 /// without them, x1.15 answers/s with `--durability none`. Maps sized at start are allocated
 /// once, and there huge pages save TLB misses instead: about +10% answers/s in both modes
 /// (README, "Sizing the maps"). A kernel that refuses the flag leaves things as they were.
-fn no_transparent_huge_pages(config: &Config) {
-    if config.expected_transactions > 0 && config.store.is_none() {
+fn transparent_huge_pages(config: &Config) {
+    if config.sizes_engine_maps() {
         tracing::info!(
             "engine maps sized at start: transparent huge pages left as the system sets them"
         );
@@ -278,7 +278,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    no_transparent_huge_pages(&config);
+    transparent_huge_pages(&config);
     runtime(config.io_thread_count())?.block_on(async move {
         let running = switch::start(config).await?;
         wait_for_signal().await?;

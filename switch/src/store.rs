@@ -145,7 +145,7 @@ fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Loads the shards: recovers `<data_dir>/state/`, or creates it from the CSVs.
 pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Loaded> {
-    if config.expected_transactions > 0 {
+    if config.sizes_engine_maps() {
         check_map_memory(config.expected_transactions, memory_limit())?;
     }
     let settings = Settings::of(config);
