@@ -17,8 +17,9 @@ pub fn is_sensitive(field: usize) -> bool {
     WIPED_FIELDS.contains(&field) || PAN_FIELDS.contains(&field)
 }
 
-/// A field value that displays masked.
-#[derive(Clone, Copy, Debug)]
+/// A field value that displays masked, in `Debug` as in `Display`: `?masked` in a log line
+/// must not print what `%masked` hides.
+#[derive(Clone, Copy)]
 pub struct Masked<'m> {
     field: usize,
     value: Value<'m>,
@@ -49,6 +50,12 @@ impl fmt::Display for Masked<'_> {
             return result;
         }
         fmt::Display::fmt(&self.value, f)
+    }
+}
+
+impl fmt::Debug for Masked<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Masked {{ field: {}, value: \"{self}\" }}", self.field)
     }
 }
 
@@ -102,5 +109,24 @@ mod tests {
             Masked::new(41, Value::Text("TERM0001")).to_string(),
             "TERM0001"
         );
+    }
+
+    #[test]
+    fn debug_masks_as_display_does() {
+        let pan = format!("{:?}", Masked::new(2, Value::Text("4761739001010010")));
+        assert_eq!(pan, r#"Masked { field: 2, value: "476173******0010" }"#);
+        let track = format!(
+            "{:?}",
+            Masked::new(35, Value::Text("4761739001010010=2812"))
+        );
+        assert!(
+            !track.contains("4761") && !track.contains("2812"),
+            "{track}"
+        );
+        let pin = format!(
+            "{:?}",
+            Masked::new(52, Value::Binary(&[0x1A, 0x2B, 0x3C, 0x4D]))
+        );
+        assert!(!pin.contains("1A") && !pin.contains("26"), "{pin}");
     }
 }

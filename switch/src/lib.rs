@@ -6,7 +6,8 @@
 //! [`iso`] turns decoded messages into engine requests and answers back; [`shards`] runs the
 //! single-writer shard threads; [`store`] loads the data files and recovers the journals; [`pg`]
 //! is the scale-out store in PostgreSQL, and [`backend`] picks between the two; [`admin`] and
-//! [`metrics`] are for operators.
+//! [`metrics`] are for operators; [`logging`] builds the log, with the limit that keeps card
+//! numbers out of it.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod config;
 pub mod connection;
 pub mod iso;
 pub mod journal;
+pub mod logging;
 pub mod metrics;
 pub mod pg;
 pub mod proxy;

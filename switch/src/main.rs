@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use switch::config::{Config, Durability};
+use tracing_subscriber::util::SubscriberInitExt;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -270,14 +271,8 @@ fn healthcheck(admin: &str) -> anyhow::Result<()> {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
-        .map_err(|e| anyhow::anyhow!("log: {e}"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    switch::logging::subscriber(&config.log, std::io::stderr, ansi)?.init();
     transparent_huge_pages(&config);
     runtime(config.io_thread_count())?.block_on(async move {
         let running = switch::start(config).await?;

@@ -754,6 +754,47 @@ async fn locked_unknown_and_retransmitted_cards_through_the_store() {
     sw.running.shutdown().await;
 }
 
+/// At `--log debug` (and `tokio_postgres=trace`) a replica on PostgreSQL logs plenty, but no
+/// card number: tokio-postgres prints each statement's parameters at `debug`, and the switch's
+/// log drops those events whatever the filter (`switch/src/logging.rs`). Without that limit
+/// this log held hundreds of full PANs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_debug_log_on_the_store_holds_no_card_number() {
+    let Some(url) = pg_test_url("scale-out") else {
+        return;
+    };
+    let db = imported_database(&url);
+    let dir = tempfile::tempdir().unwrap();
+    let config = ReplicaConfig::new("debug-log", dir.path().join("r"))
+        .arg("--store")
+        .arg(&db.url)
+        .arg("--grace-period")
+        .arg("1")
+        .env("SWITCH_LOG", "debug,tokio_postgres=trace");
+    let mut replica = Replica::start_ready(config, dir.path()).await;
+    let reqs: Vec<Req> = (0..CARDS)
+        .map(|i| purchase(&card(i), 100, "DEBUGLOG", 1 + i as u32))
+        .collect();
+    let answers = exchange(replica.config.listen, &reqs, false).await;
+    assert_eq!(answers.len(), CARDS, "every purchase answered");
+    assert!(
+        answers.values().all(|(code, _)| code == "00"),
+        "{answers:?}"
+    );
+    replica.sigterm();
+    replica.wait_exit(Duration::from_secs(15)).await;
+    let log = replica.log();
+    assert!(
+        log.contains("DEBUG"),
+        "the filter let debug lines through:\n{log}"
+    );
+    for i in 0..CARDS {
+        let pan = card(i);
+        assert!(!log.contains(&pan), "card {i}'s number in the log:\n{log}");
+    }
+    assert!(!log.contains(&tight_card()));
+}
+
 /// A `records` row as the test compares it: identity, slot, order, answers (MTI encoding and
 /// entry, as a set: their order in the row does not matter), expiry.
 type RecordRow = (
