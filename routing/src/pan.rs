@@ -124,8 +124,11 @@ impl fmt::Display for Pan {
     }
 }
 
-/// A PAN shown as BIN + `*` + last 4 (`411111******1111`); numbers shorter than 12 digits,
-/// which are not card numbers anyway, are shown as `*` only.
+/// A PAN shown as BIN + `*` + last 4 (`411111******1111`) when that hides at least six
+/// digits (16 and more), the last 4 only when it would not (`***********0005`: a 15-digit
+/// number would otherwise keep only five digits hidden, a 12-digit one two), the same rule as
+/// the codec's masking (`codec::mask`). Numbers shorter than 12 digits, which are not card
+/// numbers anyway, are shown as `*` only.
 #[derive(Clone, Copy)]
 pub struct MaskedPan<'a>(&'a Pan);
 
@@ -134,7 +137,7 @@ impl fmt::Display for MaskedPan<'_> {
         let d = self.0.as_bytes();
         let n = d.len();
         for (i, &b) in d.iter().enumerate() {
-            let shown = n >= Pan::MIN_CARD_LEN && (i < 6 || i >= n - 4);
+            let shown = n >= Pan::MIN_CARD_LEN && ((n >= 16 && i < 6) || i >= n - 4);
             f.write_char(if shown { char::from(b) } else { '*' })?;
         }
         Ok(())
@@ -160,7 +163,11 @@ mod tests {
         assert_eq!(pan.to_string(), "411111******1111");
         assert_eq!(format!("{pan:?}"), "Pan(411111******1111)");
         let amex: Pan = "378282246310005".parse().unwrap();
-        assert_eq!(amex.to_string(), "378282*****0005");
+        assert_eq!(amex.to_string(), "***********0005");
+        let twelve: Pan = "411111111116".parse().unwrap();
+        assert_eq!(twelve.to_string(), "********1116");
+        let nineteen: Pan = "4111111111111111113".parse().unwrap();
+        assert_eq!(nineteen.to_string(), "411111*********1113");
         let short: Pan = "12345678".parse().unwrap();
         assert_eq!(short.to_string(), "********");
         assert!(!short.is_card_number());
