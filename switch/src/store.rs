@@ -91,7 +91,8 @@ pub struct Loaded {
     /// Messages between shards a replay produced that their receiver never applied, in order:
     /// (destination shard, message).
     pub redeliver: Vec<(usize, PeerMsg)>,
-    /// Journal records a shard takes between two periodic snapshots (0: only at shutdown).
+    /// Journal records a shard takes between two periodic snapshots (0: only at shutdown):
+    /// [`SNAPSHOT_EVERY_RECORDS`] from [`recover`], `SWITCH_SNAPSHOT_EVERY_RECORDS` from [`load`].
     pub snapshot_every: u64,
     /// The engine settings the shards run under (a periodic snapshot replays with them).
     pub engine: EngineConfig,
@@ -105,11 +106,26 @@ pub struct Loaded {
 /// records a second each on the development machine): a few seconds.
 pub const SNAPSHOT_EVERY_RECORDS: u64 = 2_000_000;
 
-fn snapshot_every() -> u64 {
-    std::env::var("SWITCH_SNAPSHOT_EVERY_RECORDS")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(SNAPSHOT_EVERY_RECORDS)
+/// `SWITCH_SNAPSHOT_EVERY_RECORDS`, or the default when unset or empty.
+fn snapshot_every() -> anyhow::Result<u64> {
+    parse_snapshot_every(
+        std::env::var("SWITCH_SNAPSHOT_EVERY_RECORDS")
+            .ok()
+            .as_deref(),
+    )
+}
+
+/// A value that is not a whole number is refused, naming the variable (never a silent default:
+/// a mistyped `2e6` would otherwise snapshot at a rate nobody chose).
+fn parse_snapshot_every(value: Option<&str>) -> anyhow::Result<u64> {
+    match value.map(str::trim) {
+        None | Some("") => Ok(SNAPSHOT_EVERY_RECORDS),
+        Some(v) => v.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "SWITCH_SNAPSHOT_EVERY_RECORDS must be a whole number of journal records per shard (0: snapshots at shutdown only)"
+            )
+        }),
+    }
 }
 
 /// Replayed messages kept per (sender, receiver) for re-delivery: those in flight at a crash
@@ -145,6 +161,8 @@ fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
 
 /// Loads the shards: recovers `<data_dir>/state/`, or creates it from the CSVs.
 pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Loaded> {
+    // A bad setting is refused before the data directory is touched.
+    let snapshot_every = snapshot_every()?;
     if config.sizes_engine_maps() {
         check_map_memory(config.expected_transactions, memory_limit())?;
     }
@@ -162,6 +180,7 @@ pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Loaded> {
     let fsync = config.durability == Durability::Fsync;
     let reserve = map_reserve(config.expected_transactions, shard_count);
     let (mut loaded, records) = recover(&state, shard_count, &stored.engine()?, fsync, reserve)?;
+    loaded.snapshot_every = snapshot_every;
     if stored != settings {
         if records == 0 {
             // Nothing to replay: the snapshots are the state, and take today's settings.
@@ -341,7 +360,7 @@ pub fn recover(
             journals,
             boot,
             redeliver,
-            snapshot_every: snapshot_every(),
+            snapshot_every: SNAPSHOT_EVERY_RECORDS,
             engine: engine.clone(),
         },
         records,
@@ -572,6 +591,25 @@ mod tests {
     use super::*;
 
     /// An `expected_transactions` whose maps cannot fit in memory is refused, naming the key.
+    #[test]
+    fn the_snapshot_interval_is_a_whole_number_or_refused() {
+        assert_eq!(parse_snapshot_every(None).unwrap(), SNAPSHOT_EVERY_RECORDS);
+        assert_eq!(
+            parse_snapshot_every(Some(" ")).unwrap(),
+            SNAPSHOT_EVERY_RECORDS
+        );
+        assert_eq!(parse_snapshot_every(Some("0")).unwrap(), 0);
+        assert_eq!(parse_snapshot_every(Some(" 300000 ")).unwrap(), 300_000);
+        for bad in ["2e6", "-1", "lots", "1_000"] {
+            let e = parse_snapshot_every(Some(bad)).expect_err(bad).to_string();
+            assert!(
+                e.starts_with("SWITCH_SNAPSHOT_EVERY_RECORDS must be"),
+                "{e}"
+            );
+            assert!(!e.contains(bad), "the value is not echoed: {e}");
+        }
+    }
+
     #[test]
     fn expected_transactions_beyond_memory_are_refused() {
         let gib = 1 << 30;

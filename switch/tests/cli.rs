@@ -90,6 +90,38 @@ fn bad_flag_values_fail_with_a_clear_error() {
 }
 
 #[test]
+fn a_bad_snapshot_interval_is_refused_before_the_data_dir_is_touched() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let data = dir.path().join("data");
+    let mut child = Command::new(BIN)
+        .args(["--data-dir", data.to_str().expect("utf8")])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("SWITCH_SNAPSHOT_EVERY_RECORDS", "2e6")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("switch runs");
+    // Bounded: a switch that took the value would serve until stopped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the switch started despite a bad SWITCH_SNAPSHOT_EVERY_RECORDS");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let o = child.wait_with_output().expect("output");
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("SWITCH_SNAPSHOT_EVERY_RECORDS must be"),
+        "{err}"
+    );
+    assert!(!data.exists(), "nothing written: no demo data, no state");
+}
+
+#[test]
 fn a_bad_data_row_stops_start_up_naming_file_and_line() {
     let dir = tempfile::tempdir().expect("tmp");
     std::fs::write(
