@@ -199,7 +199,43 @@ fn parse_framing(name: &str) -> anyhow::Result<Framing> {
         .map_err(|e| anyhow::anyhow!("--framing: {e}"))
 }
 
+/// Most requests in flight per connection (`--pipeline`), as the switch allows.
+const MAX_PIPELINE: usize = 65_536;
+
+/// Terminal ids `LG000000` to `LG999999`.
+const TERMINAL_IDS: u64 = 1_000_000;
+
+/// `--max-frame` within what the switch accepts (20 to 65,535 bytes).
+fn check_max_frame(max_frame: usize) -> anyhow::Result<()> {
+    if !(20..=65_535).contains(&max_frame) {
+        bail!("--max-frame must be 20..=65535 bytes");
+    }
+    Ok(())
+}
+
+/// Before any load is sent: the report can be written where asked, and does not take the name
+/// of the `.hgrm` or `.svg` written beside it (found out at the end, the whole run would be
+/// lost).
+fn check_report_path(path: &Path) -> anyhow::Result<()> {
+    if matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("hgrm" | "svg")
+    ) {
+        bail!(
+            "--report {}: the .hgrm and .svg files are written beside the report under its name; give the report another extension (.json)",
+            path.display()
+        );
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .with_context(|| format!("--report {}: cannot be written", path.display()))?;
+    Ok(())
+}
+
 fn echo_server(listen: SocketAddr, framing: &str, max_frame: usize) -> anyhow::Result<()> {
+    check_max_frame(max_frame)?;
     let framing = parse_framing(framing)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -240,6 +276,15 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.connections == 0 || args.pipeline == 0 || args.threads == 0 {
         bail!("--connections, --pipeline and --threads must be at least 1");
     }
+    if args.pipeline > MAX_PIPELINE {
+        bail!("--pipeline must be at most {MAX_PIPELINE} (the switch's own limit per connection)");
+    }
+    check_max_frame(args.max_frame)?;
+    // Terminal ids are `LG` + six digits: past 999999 they would wrap onto another base's.
+    if u64::from(args.terminal_base) + args.connections as u64 > TERMINAL_IDS {
+        bail!("--terminal-base + --connections must be at most {TERMINAL_IDS} (terminal ids are LG + 6 digits)");
+    }
+    check_report_path(&args.report)?;
     if let Some(rate) = args.rate {
         if !(rate.is_finite() && rate > 0.0) {
             bail!("--rate must be a positive number of requests per second");

@@ -73,6 +73,9 @@ pub struct Mix {
     total: u64,
 }
 
+/// Largest weight: seven of them (and any folded together) stay far from overflowing.
+const MAX_WEIGHT: u32 = 1_000_000;
+
 /// The default mix.
 pub const DEFAULT_MIX: &str = "purchase=70,auth_completion=10,reversal=5,balance=5,order=5,echo=5";
 
@@ -106,7 +109,9 @@ impl FromStr for Mix {
             let w: u32 = weight
                 .trim()
                 .parse()
-                .map_err(|_| format!("{part:?}: weight must be a non-negative integer"))?;
+                .ok()
+                .filter(|&w| w <= MAX_WEIGHT)
+                .ok_or_else(|| format!("{part:?}: weight must be an integer 0..={MAX_WEIGHT}"))?;
             let i = op as usize;
             if seen[i] {
                 return Err(format!("{} given twice", op.name()));
@@ -194,6 +199,10 @@ mod tests {
         assert!("purchase=1,purchase=2".parse::<Mix>().is_err());
         assert!("purchase=0".parse::<Mix>().is_err());
         assert!("".parse::<Mix>().is_err());
+        // Weights that could overflow once folded together.
+        assert!("purchase=4294967295".parse::<Mix>().is_err());
+        assert!("purchase=1000001".parse::<Mix>().is_err());
+        assert!("purchase=1000000,order=1000000".parse::<Mix>().is_ok());
     }
 
     #[test]

@@ -494,6 +494,7 @@ async fn echo_answers_count_only_in_echo_mode() {
 fn bad_arguments_exit_2() {
     let dir = demo_dir();
     let data = dir.path().display().to_string();
+    let hgrm = dir.path().join("run.hgrm").display().to_string();
     for argv in [
         vec!["--data-dir", &data],
         vec!["--target", "127.0.0.1:1", "--data-dir", "/nonexistent/dir"],
@@ -525,6 +526,39 @@ fn bad_arguments_exit_2() {
         let out = Command::new(LOADGEN).args(&argv).output().expect("runs");
         assert_eq!(out.status.code(), Some(2), "{argv:?}: {}", describe(&out));
         assert!(!out.stderr.is_empty());
+    }
+    // Out of range, or otherwise found out only after the run: refused before connecting
+    // (the target is a closed port, so only the message tells why).
+    let target = ["--target", "127.0.0.1:1", "--data-dir", &data];
+    for (extra, why) in [
+        (["--pipeline", "65537"], "--pipeline must be at most"),
+        (["--max-frame", "0"], "--max-frame must be"),
+        (
+            ["--terminal-base", "999990"],
+            "--terminal-base + --connections",
+        ),
+        (
+            ["--report", "/nonexistent/dir/report.json"],
+            "cannot be written",
+        ),
+        (["--report", &hgrm], "give the report another extension"),
+        (
+            ["--mix", "purchase=4294967295,order=1"],
+            "weight must be an integer",
+        ),
+    ] {
+        let out = Command::new(LOADGEN)
+            .args(target)
+            .args(extra)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", describe(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(why), "{extra:?}: {err}");
+        assert!(
+            !err.contains("connecting"),
+            "{extra:?}: refused before connecting: {err}"
+        );
     }
 }
 

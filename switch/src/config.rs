@@ -161,8 +161,21 @@ impl Config {
         if self.max_frame < 20 || self.max_frame > 65_535 {
             return invalid("max_frame", "must be 20..=65535 bytes");
         }
-        if self.max_connections == 0 {
-            return invalid("max_connections", "must be at least 1");
+        if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS {
+            return invalid("max_connections", "must be 1..=1000000");
+        }
+        // Upper bounds so that no deadline computed from a setting can overflow a clock.
+        if self.idle_timeout_secs > MAX_TIMEOUT_SECS {
+            return invalid(
+                "idle_timeout_secs",
+                "must be 0 (never) ..= 31536000 (a year)",
+            );
+        }
+        if self.grace_period_secs > MAX_TIMEOUT_SECS {
+            return invalid("grace_period_secs", "must be 0..=31536000 (a year)");
+        }
+        if self.idempotency_window_secs > MAX_TIMEOUT_SECS {
+            return invalid("idempotency_window_secs", "must be 60..=31536000 (a year)");
         }
         if self.max_in_flight == 0 || self.max_in_flight > 65_536 {
             return invalid("max_in_flight", "must be 1..=65536");
@@ -191,8 +204,8 @@ impl Config {
                     reason: e.to_string(),
                 });
             }
-            if self.store_timeout_ms == 0 {
-                return invalid("store_timeout_ms", "must be greater than zero");
+            if self.store_timeout_ms == 0 || self.store_timeout_ms > MAX_STORE_TIMEOUT_MS {
+                return invalid("store_timeout_ms", "must be 1..=600000 (ten minutes)");
             }
         }
         if let Err(e) = codec::load_spec(&self.spec) {
@@ -282,6 +295,15 @@ impl Config {
     }
 }
 
+/// Most connections one switch serves at once (a file descriptor each).
+const MAX_CONNECTIONS: usize = 1_000_000;
+
+/// Longest timeout, grace period or idempotency window, in seconds: a year.
+const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+
+/// Longest `store_timeout_ms`: ten minutes (a terminal gave up long before).
+const MAX_STORE_TIMEOUT_MS: u64 = 600_000;
+
 /// Largest `expected_transactions`: 2^32 entries would already take about a terabyte.
 const MAX_EXPECTED_TRANSACTIONS: u64 = 1 << 32;
 
@@ -366,6 +388,44 @@ mod tests {
                     ..Config::default()
                 },
                 "expected_transactions:",
+            ),
+            // Values whose deadlines would overflow a clock (a panic per connection) or a
+            // semaphore's permits.
+            (
+                Config {
+                    idle_timeout_secs: u64::MAX,
+                    ..Config::default()
+                },
+                "idle_timeout_secs:",
+            ),
+            (
+                Config {
+                    grace_period_secs: u64::MAX,
+                    ..Config::default()
+                },
+                "grace_period_secs:",
+            ),
+            (
+                Config {
+                    idempotency_window_secs: u64::MAX,
+                    ..Config::default()
+                },
+                "idempotency_window_secs:",
+            ),
+            (
+                Config {
+                    max_connections: usize::MAX,
+                    ..Config::default()
+                },
+                "max_connections:",
+            ),
+            (
+                Config {
+                    store: Some("postgres://switch@127.0.0.1/switch".into()),
+                    store_timeout_ms: u64::MAX,
+                    ..Config::default()
+                },
+                "store_timeout_ms:",
             ),
         ];
         for (config, key) in cases {

@@ -26,6 +26,7 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    check_directives(filter)?;
     let filter = EnvFilter::try_new(filter).map_err(|e| anyhow::anyhow!("log: {e}"))?;
     let layer = fmt::layer()
         .with_target(false)
@@ -34,6 +35,24 @@ where
         .with_filter(filter)
         .with_filter(FilterFn::new(may_show));
     Ok(Registry::default().with(layer))
+}
+
+/// Refuses a filter that would quietly log nothing: an empty one, or a directive that is
+/// neither a level nor `target=level` (`inof` would otherwise read as "everything from the
+/// target `inof`", and hide every other line, errors included).
+fn check_directives(filter: &str) -> anyhow::Result<()> {
+    let directives: Vec<&str> = filter.split(',').map(str::trim).collect();
+    if directives.iter().all(|d| d.is_empty()) {
+        anyhow::bail!("log: empty filter (give a level such as `info`, or `target=level` pairs)");
+    }
+    for d in directives.iter().filter(|d| !d.is_empty()) {
+        if !d.contains('=') && d.parse::<tracing::level_filters::LevelFilter>().is_err() {
+            anyhow::bail!(
+                "log: `{d}` is neither a level (error, warn, info, debug, trace, off) nor `target=level`"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Whether an event may be written at all (module docs).
@@ -111,9 +130,21 @@ mod tests {
 
     #[test]
     fn a_bad_filter_is_an_error_naming_the_setting() {
-        let e = subscriber("switch=loud", std::io::sink, false)
-            .err()
-            .expect("refused");
-        assert!(e.to_string().starts_with("log: "), "{e}");
+        for bad in ["switch=loud", "inof", "", " , ", "warn,switch"] {
+            let e = subscriber(bad, std::io::sink, false)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} refused"));
+            assert!(e.to_string().starts_with("log: "), "{e}");
+        }
+        for good in [
+            "info",
+            "WARN",
+            "off",
+            "switch=debug",
+            "info,tokio_postgres=warn",
+            "3",
+        ] {
+            subscriber(good, std::io::sink, false).unwrap_or_else(|e| panic!("{good}: {e}"));
+        }
     }
 }
