@@ -226,11 +226,16 @@ fn check_report_path(path: &Path) -> anyhow::Result<()> {
             path.display()
         );
     }
+    // Opened as the final write will open it, and left as it was (no empty report behind).
+    let existed = path.exists();
     std::fs::OpenOptions::new()
         .append(true)
         .create(true)
         .open(path)
         .with_context(|| format!("--report {}: cannot be written", path.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
     Ok(())
 }
 
@@ -284,7 +289,6 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if u64::from(args.terminal_base) + args.connections as u64 > TERMINAL_IDS {
         bail!("--terminal-base + --connections must be at most {TERMINAL_IDS} (terminal ids are LG + 6 digits)");
     }
-    check_report_path(&args.report)?;
     if let Some(rate) = args.rate {
         if !(rate.is_finite() && rate > 0.0) {
             bail!("--rate must be a positive number of requests per second");
@@ -335,6 +339,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         args.connections, args.warmup, args.duration, args.mode
     );
 
+    // Last before connecting, once everything else is known good.
+    check_report_path(&args.report)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .thread_name("loadgen")
