@@ -1,5 +1,6 @@
-//! The switch's log: the operator's filter (`--log`, tracing's `EnvFilter` syntax), with one
-//! limit no filter lifts.
+//! The switch's log: the operator's filter (`--log`, tracing's `EnvFilter` syntax restricted
+//! to levels and `target=level` pairs, so that a misspelt level is an error rather than a
+//! silent log), with one limit no filter lifts.
 //!
 //! Some libraries log the values they are given below `info`: tokio-postgres prints every
 //! statement's parameters at `debug`, and the scale-out store passes PANs as parameters. A
