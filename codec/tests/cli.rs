@@ -181,6 +181,8 @@ fn decode_masks_card_data_by_default() {
     for (py, ours) in LAYOUTS {
         let r = run(&["decode", "--spec", ours], hex_lines(py).as_bytes());
         assert_eq!(r.code, 0, "{ours}: {}", r.stderr);
+        // One line per vector: the masking checks below must not pass on missing output.
+        assert_eq!(r.stdout.lines().count(), vs.len(), "{ours}: {}", r.stdout);
         for (v, line) in vs.iter().zip(r.stdout.lines()) {
             let name = v["name"].as_str().expect("name");
             let got: Json = serde_json::from_str(line).expect("a JSON line");

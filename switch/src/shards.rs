@@ -1681,6 +1681,7 @@ mod tests {
         let (loaded, replayed) =
             crate::store::recover(&state, 2, &EngineConfig::default(), true, 0).expect("recovers");
         assert!(replayed > 0, "the journal since the snapshots is replayed");
+        assert_eq!((finished.len(), loaded.shards.len()), (2, 2));
         for ((shard, _), recovered) in finished.iter().zip(&loaded.shards) {
             let (mut a, mut b) = (Vec::new(), Vec::new());
             shard.snapshot(&mut a);

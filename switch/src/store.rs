@@ -590,7 +590,8 @@ fn load_csv(
 mod tests {
     use super::*;
 
-    /// An `expected_transactions` whose maps cannot fit in memory is refused, naming the key.
+    /// `SWITCH_SNAPSHOT_EVERY_RECORDS`: unset or blank is the default, a whole number is taken,
+    /// anything else refused without echoing the value.
     #[test]
     fn the_snapshot_interval_is_a_whole_number_or_refused() {
         assert_eq!(parse_snapshot_every(None).unwrap(), SNAPSHOT_EVERY_RECORDS);
@@ -610,6 +611,7 @@ mod tests {
         }
     }
 
+    /// An `expected_transactions` whose maps cannot fit in memory is refused, naming the key.
     #[test]
     fn expected_transactions_beyond_memory_are_refused() {
         let gib = 1 << 30;
@@ -629,6 +631,7 @@ mod tests {
     #[test]
     fn expected_transactions_size_every_shards_maps() {
         let check = |loaded: &Loaded, expected: u64, shards: usize| {
+            assert_eq!(loaded.shards.len(), shards);
             for shard in &loaded.shards {
                 let capacity = shard.transaction_capacity();
                 if expected == 0 {

@@ -145,6 +145,7 @@ fn recovery_of_10_million_journal_records() {
     );
     assert_eq!(replayed, written);
     assert!(loaded.redeliver.is_empty(), "nothing was in flight");
+    assert_eq!(loaded.shards.len(), shards.len());
     for (generated, recovered) in shards.iter().zip(&loaded.shards) {
         let (mut a, mut b) = (Vec::new(), Vec::new());
         generated.snapshot(&mut a);

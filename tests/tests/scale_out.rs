@@ -406,7 +406,21 @@ async fn three_replicas_share_one_ledger_through_haproxy_and_a_crash() {
             }
         }));
     }
+    // Replica 2 must be answering this load when it is killed, or the crash proves nothing.
+    let answers_of_2 = |metrics: Option<(u16, String)>| -> f64 {
+        let (_, text) = metrics.expect("replica 2's /metrics");
+        text.lines()
+            .filter(|l| l.starts_with("switch_messages_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before_load = answers_of_2(replicas[1].admin_get("/metrics").await);
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let at_kill = answers_of_2(replicas[1].admin_get("/metrics").await);
+    assert!(
+        at_kill > before_load,
+        "replica 2 answered none of the load before its crash ({before_load} -> {at_kill})"
+    );
     replicas[1].sigkill();
     tokio::time::sleep(Duration::from_secs(1)).await;
     replicas[1].restart().await;

@@ -308,7 +308,7 @@ async fn admin_endpoints_and_metric_families() {
         String::from_utf8_lossy(&out)
     );
 
-    match which("promtool") {
+    match tests::replicas::which("promtool") {
         Some(promtool) => {
             let mut child = std::process::Command::new(promtool)
                 .args(["check", "metrics"])
@@ -332,18 +332,11 @@ async fn admin_endpoints_and_metric_families() {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        None => eprintln!(
-            "skipping promtool check: promtool not installed (apt-get install prometheus)"
+        // The skip fails the test under SWITCH_TEST_REQUIRE_EXTERNAL=1 (as `.ci/run` runs).
+        None => tests::skip(
+            "promtool check of /metrics: promtool not installed (apt-get install prometheus)",
         ),
     }
-}
-
-fn which(tool: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| std::path::Path::new(d).join(tool))
-        .find(|p| p.is_file())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
