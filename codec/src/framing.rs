@@ -63,6 +63,10 @@ use crate::error::EncodeError;
 /// The maximum frame size (body bytes, header not counted) unless configured otherwise.
 pub const DEFAULT_MAX_FRAME: usize = 8192;
 
+/// The maximum frame sizes a switch or loadgen accepts as a setting: from the smallest useful
+/// message to what a `len2` header can declare.
+pub const MAX_FRAME_SETTING: std::ops::RangeInclusive<usize> = 20..=65_535;
+
 // ===== Framing =====
 
 /// Which length header precedes each message on a TCP connection.

@@ -126,9 +126,10 @@ impl fmt::Display for Pan {
 
 /// A PAN shown as BIN + `*` + last 4 (`411111******1111`) when that hides at least six
 /// digits (16 and more), the last 4 only when it would not (`***********0005`: a 15-digit
-/// number would otherwise keep only five digits hidden, a 12-digit one two), the same rule as
-/// the codec's masking (`codec::mask`). Numbers shorter than 12 digits, which are not card
-/// numbers anyway, are shown as `*` only.
+/// number would otherwise keep only five digits hidden, a 12-digit one two): for card numbers
+/// the rule of the codec's masking (`codec::mask::pan_position_shown`; this crate does not
+/// depend on the codec). Numbers shorter than 12 digits, which are not card numbers anyway,
+/// are shown as `*` only (the codec still shows the last 4 of a 10- or 11-digit field).
 #[derive(Clone, Copy)]
 pub struct MaskedPan<'a>(&'a Pan);
 

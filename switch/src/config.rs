@@ -158,7 +158,7 @@ impl Config {
         if self.framing.parse::<codec::framing::Framing>().is_err() {
             return invalid("framing", "must be one of len2, len4, ascii4, bcd2");
         }
-        if self.max_frame < 20 || self.max_frame > 65_535 {
+        if !codec::framing::MAX_FRAME_SETTING.contains(&self.max_frame) {
             return invalid("max_frame", "must be 20..=65535 bytes");
         }
         if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS {

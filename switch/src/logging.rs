@@ -42,11 +42,15 @@ where
 /// neither a level nor `target=level` (`inof` would otherwise read as "everything from the
 /// target `inof`", and hide every other line, errors included).
 fn check_directives(filter: &str) -> anyhow::Result<()> {
-    let directives: Vec<&str> = filter.split(',').map(str::trim).collect();
-    if directives.iter().all(|d| d.is_empty()) {
+    let mut directives = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .peekable();
+    if directives.peek().is_none() {
         anyhow::bail!("log: empty filter (give a level such as `info`, or `target=level` pairs)");
     }
-    for d in directives.iter().filter(|d| !d.is_empty()) {
+    for d in directives {
         if !d.contains('=') && d.parse::<tracing::level_filters::LevelFilter>().is_err() {
             anyhow::bail!(
                 "log: `{d}` is neither a level (error, warn, info, debug, trace, off) nor `target=level`"

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use tests::pg::{pg_test_url, TestDatabase};
-use tests::replicas::{binaries, loopback_env_free_ports, Haproxy, Replica, ReplicaConfig};
+use tests::replicas::{binaries, loopback_env_free_ports, metric, Haproxy, Replica, ReplicaConfig};
 use tests::{luhn_pan, Client, Reply, Req};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -407,16 +407,10 @@ async fn three_replicas_share_one_ledger_through_haproxy_and_a_crash() {
         }));
     }
     // Replica 2 must be answering this load when it is killed, or the crash proves nothing.
-    let answers_of_2 = |metrics: Option<(u16, String)>| -> f64 {
-        let (_, text) = metrics.expect("replica 2's /metrics");
-        text.lines()
-            .filter(|l| l.starts_with("switch_messages_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
-    let before_load = answers_of_2(replicas[1].admin_get("/metrics").await);
+    let decided = "switch_decision_duration_seconds_count";
+    let before_load = metric(&replicas[1], decided).await.expect(decided);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let at_kill = answers_of_2(replicas[1].admin_get("/metrics").await);
+    let at_kill = metric(&replicas[1], decided).await.expect(decided);
     assert!(
         at_kill > before_load,
         "replica 2 answered none of the load before its crash ({before_load} -> {at_kill})"
