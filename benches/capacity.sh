@@ -23,8 +23,9 @@
 #    and switch log stays in $OUT.
 #
 # Environment: OUT (default target/capacity/<UTC time>), SAT_DURATION (10s), OPEN_DURATION (5s),
-# WARMUP (2s), DURABILITIES ("none fsync"), CONNECTIONS (16), PIPELINE (64), THREADS (loadgen
-# runtime threads, 1), SHARDS (switch shards; default: the switch's own, one per core),
+# WARMUP (2s), OPEN_WARMUP (1s, the open-loop runs' warm-up), DURABILITIES ("none fsync"),
+# CONNECTIONS (16), PIPELINE (64), THREADS (loadgen runtime threads, 1), SHARDS (switch shards;
+# default: the switch's own, one per core),
 # EXPECTED_TRANSACTIONS (the switch's --expected-transactions, 4000000: about what one switch
 # here takes in a saturation run and the row after it; 0 lets its maps grow as they fill),
 # KEEP_STATE (1: keep the switches' data directories, removed at the end otherwise).

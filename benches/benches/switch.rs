@@ -147,10 +147,12 @@ fn routing_snapshot(c: &mut Criterion) {
     group.finish();
 }
 
+/// The switch's two channels around a shard: a bounded crossbeam channel to the shard thread,
+/// and the connection's unbounded tokio channel back (`shards::ReplyTo`).
 fn shard_handoff(c: &mut Criterion) {
     use crossbeam::channel;
     let (job_tx, job_rx) = channel::bounded::<(u64, Box<[u64; 8]>)>(1024);
-    let (reply_tx, reply_rx) = channel::bounded::<(u64, Box<[u64; 8]>)>(1024);
+    let (reply_tx, mut reply_rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Box<[u64; 8]>)>();
     let worker = std::thread::spawn(move || {
         while let Ok((token, job)) = job_rx.recv() {
             if reply_tx.send((token, job)).is_err() {
@@ -163,7 +165,7 @@ fn shard_handoff(c: &mut Criterion) {
         b.iter(|| {
             token += 1;
             job_tx.send((token, Box::new([token; 8]))).expect("send");
-            let (back, job) = reply_rx.recv().expect("reply");
+            let (back, job) = reply_rx.blocking_recv().expect("reply");
             black_box((back, job));
         })
     });

@@ -134,6 +134,9 @@ pub struct Conn {
     slots_sent: u64,
     slots: u64,
     decline_flip: bool,
+    /// The run is still in its sending phase (not stopped by Ctrl-C): answers arriving now
+    /// count towards `tps` (with `now < sh.end`).
+    window_open: bool,
     stats: ConnStats,
     interval: Histogram<u64>,
     /// Totals including the warm-up, for the live figures, and what was published of them.
@@ -184,6 +187,7 @@ impl Conn {
             slots_sent: 0,
             slots,
             decline_flip: false,
+            window_open: true,
             stats: ConnStats::default(),
             interval: new_histogram(),
             live_now: [0; 4],
@@ -468,6 +472,18 @@ impl Conn {
                 .sample(|| format!("{mti} answer matches no request in flight (41 + 11 + 7)"));
             return;
         };
+        if now >= entry.deadline {
+            // Past its timeout, though the housekeeping tick had not yet expired it: a
+            // timeout whose answer came late, as if the tick had run first.
+            self.live_now[TIMEOUTS] += 1;
+            if entry.measured {
+                self.stats.timeouts += 1;
+            } else {
+                self.stats.warmup.timeouts += 1;
+            }
+            self.stats.late += 1;
+            return;
+        }
         let wire = Wire {
             spec: sh.spec,
             framer: &sh.framer,
@@ -492,6 +508,9 @@ impl Conn {
             Ok(code) => {
                 if let (Some(c), true) = (code, entry.measured) {
                     self.stats.codes.count(c);
+                }
+                if entry.measured && self.window_open && now < sh.end {
+                    self.stats.answered_in_window += 1;
                 }
                 self.follow_up(&entry.req, code);
             }
@@ -725,7 +744,8 @@ async fn serve(
             c.abort();
             return Ended::Done;
         }
-        let sending = current == Phase::Running && c.may_send(now);
+        c.window_open = current == Phase::Running;
+        let sending = c.window_open && c.may_send(now);
         if sending {
             c.fill(now);
         }

@@ -4,7 +4,7 @@
 //! Requests are slots on one global timeline: slot `g` is due `g / rate` seconds after the
 //! start. Slots are dealt to the connections in blocks of `block` consecutive slots (block `b`
 //! goes to connection `b % connections`), `block` being about what falls due in one pacer tick
-//! (1 below 20,000 requests/s): a connection then writes the slots due together in one
+//! (1 below 10,000 requests/s, at most 64): a connection then writes the slots due together in one
 //! syscall instead of one each, which at high rates halves the CPU both sides spend on small
 //! writes and reads, and changes no due time. A connection sends every slot that is due
 //! whenever it runs, and each request's latency is measured from its slot's time, not from

@@ -13,6 +13,8 @@
 //! frames that do not decode (`undecodable`), connections lost (`connection`) and the requests
 //! that were in flight on a lost connection (`lost_in_flight`: never answered, so also
 //! `abandoned`). A lost connection is opened again (`reconnects`) and the run goes on.
+//! `tps` counts only `answered_in_window`: measured answers that passed their checks and
+//! arrived before the window closed, so a backlog answered in the drain is not throughput.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -153,6 +155,9 @@ pub struct ConnStats {
     pub send_lag: Histogram<u64>,
     pub sent: u64,
     pub received: u64,
+    /// Measured answers that passed their checks and arrived before the window closed (not
+    /// in the drain after it): what `tps` counts.
+    pub answered_in_window: u64,
     pub timeouts: u64,
     pub abandoned: u64,
     pub in_flight_at_end: u64,
@@ -176,6 +181,7 @@ impl Default for ConnStats {
             send_lag: new_histogram(),
             sent: 0,
             received: 0,
+            answered_in_window: 0,
             timeouts: 0,
             abandoned: 0,
             in_flight_at_end: 0,
@@ -203,6 +209,7 @@ impl ConnStats {
         let _ = self.send_lag.add(&o.send_lag);
         self.sent += o.sent;
         self.received += o.received;
+        self.answered_in_window += o.answered_in_window;
         self.timeouts += o.timeouts;
         self.abandoned += o.abandoned;
         self.in_flight_at_end += o.in_flight_at_end;
@@ -304,8 +311,11 @@ pub struct Report {
     pub received: u64,
     pub timeouts: u64,
     pub errors: u64,
-    /// Answers received per second of the measured window.
+    /// `answered_in_window` per second of the measured window: answers that passed their
+    /// checks, arriving in the window. What a target answers in the drain after it (an open
+    /// loop's backlog) is `received` but not throughput.
     pub tps: f64,
+    pub answered_in_window: u64,
     pub latency_us: Latency,
     /// Open loop: how late loadgen encoded requests after their due time (included in
     /// `latency_us`; large values mean loadgen, not the target, fell behind).
@@ -354,7 +364,7 @@ pub struct RunInfo {
 impl Report {
     pub fn build(s: &ConnStats, run: RunInfo) -> Report {
         let tps = if run.duration_s > 0.0 {
-            (s.received as f64 / run.duration_s * 10.0).round() / 10.0
+            (s.answered_in_window as f64 / run.duration_s * 10.0).round() / 10.0
         } else {
             0.0
         };
@@ -364,6 +374,7 @@ impl Report {
             timeouts: s.timeouts,
             errors: s.errors.total(),
             tps,
+            answered_in_window: s.answered_in_window,
             latency_us: Latency::of(&s.hist),
             send_lag_us: run.rate.map(|_| Latency::of(&s.send_lag)),
             response_codes: s.codes.to_map(),

@@ -292,6 +292,14 @@ impl Wire<'_> {
             .filter(|&two| two)
             .map(|_| buf)
             .ok_or(Mismatch::MissingField(39))?;
+        // A deliberate decline must be declined: an unknown card with 14 (the first check
+        // that can apply to it), an amount above the balance with anything but 00 (the card's
+        // status or expiry may decline it first).
+        match req.kind {
+            Kind::UnknownCard if &code != b"14" => return Err(Mismatch::NotDeclined("14")),
+            Kind::OverBalance if &code == b"00" => return Err(Mismatch::NotDeclined("a decline")),
+            _ => {}
+        }
         if &code == b"00" {
             match req.kind {
                 Kind::Balance if !msg.has(54) => return Err(Mismatch::MissingField(54)),
@@ -316,6 +324,8 @@ pub enum Mismatch {
     Field(u8),
     /// A field the answer must carry is missing (39; 38 on approvals; 54 on inquiries).
     MissingField(u8),
+    /// A deliberate decline got another DE 39 than the one named.
+    NotDeclined(&'static str),
 }
 
 impl std::fmt::Display for Mismatch {
@@ -324,6 +334,7 @@ impl std::fmt::Display for Mismatch {
             Mismatch::Mti => f.write_str("wrong response MTI"),
             Mismatch::Field(n) => write!(f, "echoed field {n} missing or different"),
             Mismatch::MissingField(n) => write!(f, "field {n} missing"),
+            Mismatch::NotDeclined(due) => write!(f, "deliberate decline answered other than {due}"),
         }
     }
 }
@@ -471,6 +482,35 @@ mod tests {
         assert_eq!(
             round_trip(&req(Kind::Balance), |_| {}),
             Err(Mismatch::MissingField(54))
+        );
+    }
+
+    #[test]
+    fn a_deliberate_decline_must_be_declined() {
+        let mut unknown = req(Kind::UnknownCard);
+        unknown.pan = PanRef::Unknown(0);
+        let mut over = req(Kind::OverBalance);
+        over.amount = 999_999_999_999;
+        let code = |c: &'static str| {
+            move |b: &mut MessageBuilder<'_, '_>| {
+                b.clear(38).set(39, c).unwrap();
+            }
+        };
+        assert_eq!(round_trip(&unknown, code("14")), Ok(Some(*b"14")));
+        assert_eq!(
+            round_trip(&unknown, |_| {}),
+            Err(Mismatch::NotDeclined("14"))
+        );
+        assert_eq!(
+            round_trip(&unknown, code("51")),
+            Err(Mismatch::NotDeclined("14"))
+        );
+        assert_eq!(round_trip(&over, code("51")), Ok(Some(*b"51")));
+        // The card's own status may decline it first.
+        assert_eq!(round_trip(&over, code("05")), Ok(Some(*b"05")));
+        assert_eq!(
+            round_trip(&over, |_| {}),
+            Err(Mismatch::NotDeclined("a decline"))
         );
     }
 

@@ -23,6 +23,11 @@ struct Switch {
 }
 
 async fn start_switch() -> Switch {
+    start_switch_with("iso87-binary", "len2").await
+}
+
+/// A switch as `start_switch`, speaking layout `spec` in `framing`.
+async fn start_switch_with(spec: &str, framing: &str) -> Switch {
     let dir = tempfile::tempdir().expect("temp dir");
     switch::store::write_demo_data(dir.path(), 500, 200, 7).expect("demo data");
     let config = switch::Config {
@@ -32,6 +37,8 @@ async fn start_switch() -> Switch {
         shards: 2,
         durability: switch::config::Durability::None,
         log: "warn".into(),
+        spec: spec.into(),
+        framing: framing.into(),
         ..switch::Config::default()
     };
     let running = switch::start(config).await.expect("switch starts");
@@ -176,6 +183,12 @@ async fn default_mix_against_the_switch_answers_everything() {
     assert_eq!(n(&r, "in_flight_at_end"), 0);
     assert_accounts(&r);
     assert!(r["tps"].as_f64().expect("tps") > 0.0);
+    // tps counts answers that arrived in the window: at most every received one.
+    let window = r["run"]["duration_s"].as_f64().expect("duration");
+    assert!(n(&r, "answered_in_window") <= n(&r, "received"));
+    assert!(n(&r, "answered_in_window") > 0);
+    let tps = n(&r, "answered_in_window") as f64 / window;
+    assert!((r["tps"].as_f64().expect("tps") - tps).abs() < 1.0, "{r:#}");
     let codes = &r["response_codes"];
     assert!(n(codes, "00") > 0, "{codes}");
     // The deliberate declines: unknown card and over the balance.
@@ -228,6 +241,31 @@ async fn default_mix_against_the_switch_answers_everything() {
         assert!(!text.contains(pan), "a PAN leaked into loadgen's output");
     }
     sw.running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_layouts_and_framings_work_end_to_end() {
+    // Each pair on both sides: every answer decodes, matches and passes its checks. A
+    // mismatch on either side (say loadgen left on len2) loses the framing at once.
+    for (spec, framing) in [("iso87-ascii", "ascii4"), ("iso87-bcd", "bcd2")] {
+        let sw = start_switch_with(spec, framing).await;
+        let out_dir = tempfile::tempdir().expect("temp dir");
+        let report = out_dir.path().join("layout.json");
+        let target = sw.running.iso_addr.to_string();
+        let line = format!(
+            "--connections 2 --pipeline 4 --duration 500ms --warmup 0s --spec {spec} --framing {framing} --mix purchase=60,auth_completion=10,reversal=10,balance=10,echo=5,decline=5"
+        );
+        let out = loadgen(args(&target, sw.dir.path(), &report, &flags(&line))).await;
+        assert!(out.status.success(), "{spec} {framing}: {}", describe(&out));
+        let r = read_report(&report);
+        assert!(n(&r, "received") > 0, "{spec} {framing}: {r:#}");
+        assert_eq!(n(&r, "errors"), 0, "{spec} {framing}: {r:#}");
+        assert!(n(&r["response_codes"], "00") > 0, "{spec} {framing}: {r:#}");
+        assert_eq!(r["run"]["spec"], spec);
+        assert_eq!(r["run"]["framing"], framing);
+        assert_accounts(&r);
+        sw.running.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -690,5 +728,125 @@ async fn a_target_that_is_gone_ends_the_run_on_time() {
     assert_eq!(n(&r["error_kinds"], "connection"), 1, "{r:#}");
     assert_eq!(n(&r["error_kinds"], "lost_in_flight"), 3, "{r:#}");
     assert_eq!(n(&r, "abandoned"), 3, "{r:#}");
+    assert_accounts(&r);
+}
+
+/// A server that approves every request (as `approve`) `delay` after reading it.
+async fn delayed_server(delay: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let spec = codec::builtin("iso87-binary").expect("spec");
+                let (mut sink, mut stream) = Framed::new(stream, LengthFramer::default()).split();
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                tokio::spawn(async move {
+                    while let Some(answer) = rx.recv().await {
+                        if sink.send(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                while let Some(Ok(frame)) = stream.next().await {
+                    let req = Message::decode(spec, frame).expect("request decodes");
+                    let answer = approve(spec, &req);
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(answer);
+                    });
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_after_the_window_are_received_but_are_not_throughput() {
+    // Every answer comes 1 s late, well within the timeout but after the 300 ms window: all
+    // of them are received (in the drain), none of them is throughput.
+    let target = delayed_server(Duration::from_secs(1)).await;
+    let data = demo_dir();
+    let report = data.path().join("drained.json");
+    let out = loadgen(args(
+        &target,
+        data.path(),
+        &report,
+        &flags("--connections 2 --rate 100 --duration 300ms --warmup 0s --timeout 3s --mix purchase=100"),
+    ))
+    .await;
+    assert!(out.status.success(), "{}", describe(&out));
+    let r = read_report(&report);
+    assert!(n(&r, "sent") >= 20, "{r:#}");
+    assert_eq!(n(&r, "received"), n(&r, "sent"), "{r:#}");
+    assert_eq!(n(&r, "answered_in_window"), 0, "{r:#}");
+    assert_eq!(r["tps"].as_f64(), Some(0.0), "{r:#}");
+    assert!(n(&r["latency_us"], "min") >= 1_000_000, "{r:#}");
+    assert_accounts(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_after_its_timeout_is_a_timeout_whenever_it_arrives() {
+    // Answers 230 ms after a 200 ms timeout: before loadgen's 50 ms housekeeping tick has
+    // expired the request, mostly. Each must count as a timeout (and late), never as received.
+    let target = delayed_server(Duration::from_millis(230)).await;
+    let data = demo_dir();
+    let report = data.path().join("overdue.json");
+    let out = loadgen(args(
+        &target,
+        data.path(),
+        &report,
+        &flags("--connections 2 --pipeline 2 --duration 1s --warmup 0s --timeout 200ms --mix purchase=100"),
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let r = read_report(&report);
+    assert!(n(&r, "sent") >= 4, "{r:#}");
+    assert_eq!(n(&r, "received"), 0, "nothing answered in time: {r:#}");
+    assert_eq!(n(&r, "timeouts"), n(&r, "sent"), "{r:#}");
+    assert!(n(&r, "late") > 0, "{r:#}");
+    assert_eq!(n(&r, "errors"), 0, "a late answer is not an error: {r:#}");
+    assert_accounts(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_deliberate_decline_is_an_error() {
+    // This server approves everything, unknown cards and amounts above any balance included.
+    let target = delayed_server(Duration::ZERO).await;
+    let data = demo_dir();
+    let report = data.path().join("approved-declines.json");
+    let out = loadgen(args(
+        &target,
+        data.path(),
+        &report,
+        &flags("--connections 1 --pipeline 4 --duration 500ms --warmup 0s --mix decline=100"),
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let r = read_report(&report);
+    assert!(n(&r, "received") > 0, "{r:#}");
+    assert_eq!(n(&r["error_kinds"], "mismatch"), n(&r, "received"), "{r:#}");
+    let req = &r["requests"];
+    assert!(
+        n(&req["0200_decline_unknown_card"], "received") > 0,
+        "{req:#}"
+    );
+    assert!(
+        n(&req["0200_decline_over_balance"], "received") > 0,
+        "{req:#}"
+    );
+    assert!(
+        r["error_samples"]
+            .to_string()
+            .contains("deliberate decline"),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["tps"].as_f64(),
+        Some(0.0),
+        "a wrong answer is not throughput"
+    );
     assert_accounts(&r);
 }
