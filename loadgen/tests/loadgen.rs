@@ -404,20 +404,26 @@ fn demo_dir() -> tempfile::TempDir {
     dir
 }
 
+/// Runs loadgen against `target` with a small demo data set and the flags of `line`;
+/// returns its output and its report.
+async fn run_on_demo(target: &str, line: &str) -> (Output, Value) {
+    let data = demo_dir();
+    let report = data.path().join("run.json");
+    let out = loadgen(args(target, data.path(), &report, &flags(line))).await;
+    let text = std::fs::read_to_string(&report)
+        .unwrap_or_else(|e| panic!("no report ({e}): {}", describe(&out)));
+    (out, serde_json::from_str(&text).expect("report is JSON"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_echoed_field_is_an_error() {
     let target = fake_server(Fake::ChangedAmount).await;
-    let data = demo_dir();
-    let report = data.path().join("wrong.json");
-    let out = loadgen(args(
+    let (out, r) = run_on_demo(
         &target,
-        data.path(),
-        &report,
-        &flags("--connections 2 --pipeline 4 --duration 1s --warmup 0s --mix purchase=100"),
-    ))
+        "--connections 2 --pipeline 4 --duration 1s --warmup 0s --mix purchase=100",
+    )
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let r = read_report(&report);
     assert!(n(&r, "received") > 0);
     assert_eq!(n(&r["error_kinds"], "mismatch"), n(&r, "received"), "{r:#}");
     assert_eq!(n(&r, "errors"), n(&r, "received"));
@@ -430,17 +436,8 @@ async fn a_changed_echoed_field_is_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_to_no_request_is_an_error_and_the_request_times_out() {
     let target = fake_server(Fake::OtherStan).await;
-    let data = demo_dir();
-    let report = data.path().join("stray.json");
-    let out = loadgen(args(
-        &target,
-        data.path(),
-        &report,
-        &flags("--connections 1 --pipeline 2 --duration 500ms --warmup 0s --timeout 300ms --mix purchase=100"),
-    ))
-    .await;
+    let (out, r) = run_on_demo(&target, "--connections 1 --pipeline 2 --duration 500ms --warmup 0s --timeout 300ms --mix purchase=100").await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let r = read_report(&report);
     assert_eq!(n(&r, "received"), 0, "nothing counted as answered: {r:#}");
     assert!(n(&r["error_kinds"], "unmatched") > 0);
     assert_eq!(n(&r, "timeouts"), n(&r, "sent"));
@@ -450,17 +447,8 @@ async fn an_answer_to_no_request_is_an_error_and_the_request_times_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_counts_as_timeouts() {
     let target = fake_server(Fake::Silent).await;
-    let data = demo_dir();
-    let report = data.path().join("silent.json");
-    let out = loadgen(args(
-        &target,
-        data.path(),
-        &report,
-        &flags("--connections 2 --pipeline 3 --duration 500ms --warmup 0s --timeout 200ms --mix purchase=100"),
-    ))
-    .await;
+    let (out, r) = run_on_demo(&target, "--connections 2 --pipeline 3 --duration 500ms --warmup 0s --timeout 200ms --mix purchase=100").await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let r = read_report(&report);
     assert_eq!(n(&r, "received"), 0);
     assert!(n(&r, "sent") >= 6, "{r:#}");
     assert_eq!(n(&r, "timeouts"), n(&r, "sent"));
@@ -654,18 +642,13 @@ async fn dropping_server(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_is_opened_again_and_its_requests_in_flight_are_errors() {
     let (target, accepted) = dropping_server(20).await;
-    let data = demo_dir();
-    let report = data.path().join("dropped.json");
-    let out = loadgen(args(
+    let (out, r) = run_on_demo(
         &target,
-        data.path(),
-        &report,
-        &flags("--connections 1 --pipeline 4 --duration 1s --warmup 0s --timeout 2s --mix purchase=100"),
-    ))
+        "--connections 1 --pipeline 4 --duration 1s --warmup 0s --timeout 2s --mix purchase=100",
+    )
     .await;
     // Errors were counted: exit 1, and the run still wrote its report.
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let r = read_report(&report);
     let kinds = &r["error_kinds"];
     assert_eq!(n(kinds, "connection"), 1, "one connection lost: {r:#}");
     assert_eq!(n(&r, "reconnects"), 1, "{r:#}");
@@ -706,15 +689,11 @@ async fn a_target_that_is_gone_ends_the_run_on_time() {
             drop(stream);
         }
     });
-    let data = demo_dir();
-    let report = data.path().join("gone.json");
     let started = Instant::now();
-    let out = loadgen(args(
+    let (out, r) = run_on_demo(
         &target,
-        data.path(),
-        &report,
-        &flags("--connections 1 --pipeline 3 --duration 1s --warmup 0s --timeout 500ms --mix purchase=100"),
-    ))
+        "--connections 1 --pipeline 3 --duration 1s --warmup 0s --timeout 500ms --mix purchase=100",
+    )
     .await;
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -722,7 +701,6 @@ async fn a_target_that_is_gone_ends_the_run_on_time() {
         started.elapsed()
     );
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let r = read_report(&report);
     assert_eq!(n(&r, "received"), 0, "{r:#}");
     assert_eq!(n(&r, "reconnects"), 0, "{r:#}");
     assert_eq!(n(&r["error_kinds"], "connection"), 1, "{r:#}");
@@ -768,17 +746,12 @@ async fn answers_after_the_window_are_received_but_are_not_throughput() {
     // Every answer comes 1 s late, well within the timeout but after the 300 ms window: all
     // of them are received (in the drain), none of them is throughput.
     let target = delayed_server(Duration::from_secs(1)).await;
-    let data = demo_dir();
-    let report = data.path().join("drained.json");
-    let out = loadgen(args(
+    let (out, r) = run_on_demo(
         &target,
-        data.path(),
-        &report,
-        &flags("--connections 2 --rate 100 --duration 300ms --warmup 0s --timeout 3s --mix purchase=100"),
-    ))
+        "--connections 2 --rate 100 --duration 300ms --warmup 0s --timeout 3s --mix purchase=100",
+    )
     .await;
     assert!(out.status.success(), "{}", describe(&out));
-    let r = read_report(&report);
     assert!(n(&r, "sent") >= 20, "{r:#}");
     assert_eq!(n(&r, "received"), n(&r, "sent"), "{r:#}");
     assert_eq!(n(&r, "answered_in_window"), 0, "{r:#}");
@@ -792,17 +765,12 @@ async fn an_answer_after_its_timeout_is_a_timeout_whenever_it_arrives() {
     // Answers 230 ms after a 200 ms timeout: before loadgen's 50 ms housekeeping tick has
     // expired the request, mostly. Each must count as a timeout (and late), never as received.
     let target = delayed_server(Duration::from_millis(230)).await;
-    let data = demo_dir();
-    let report = data.path().join("overdue.json");
-    let out = loadgen(args(
+    let (out, r) = run_on_demo(
         &target,
-        data.path(),
-        &report,
-        &flags("--connections 2 --pipeline 2 --duration 1s --warmup 0s --timeout 200ms --mix purchase=100"),
-    ))
+        "--connections 2 --pipeline 2 --duration 1s --warmup 0s --timeout 200ms --mix purchase=100",
+    )
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let r = read_report(&report);
     assert!(n(&r, "sent") >= 4, "{r:#}");
     assert_eq!(n(&r, "received"), 0, "nothing answered in time: {r:#}");
     assert_eq!(n(&r, "timeouts"), n(&r, "sent"), "{r:#}");
@@ -815,17 +783,12 @@ async fn an_answer_after_its_timeout_is_a_timeout_whenever_it_arrives() {
 async fn an_approved_deliberate_decline_is_an_error() {
     // This server approves everything, unknown cards and amounts above any balance included.
     let target = delayed_server(Duration::ZERO).await;
-    let data = demo_dir();
-    let report = data.path().join("approved-declines.json");
-    let out = loadgen(args(
+    let (out, r) = run_on_demo(
         &target,
-        data.path(),
-        &report,
-        &flags("--connections 1 --pipeline 4 --duration 500ms --warmup 0s --mix decline=100"),
-    ))
+        "--connections 1 --pipeline 4 --duration 500ms --warmup 0s --mix decline=100",
+    )
     .await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    let r = read_report(&report);
     assert!(n(&r, "received") > 0, "{r:#}");
     assert_eq!(n(&r["error_kinds"], "mismatch"), n(&r, "received"), "{r:#}");
     let req = &r["requests"];
