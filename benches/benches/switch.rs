@@ -6,9 +6,10 @@
 //! - `routing/snapshot/500k_purchases`: serializing a shard (`Shard::snapshot`) that decided
 //!   500,000 purchases (as many idempotency entries and transaction slots): what a periodic
 //!   snapshot build spends after its replay, and a shutdown snapshot in full.
-//! - `switch/shard_handoff`: a job's round trip to a shard thread and back over bounded
-//!   crossbeam channels (the switch's connection-to-shard queue), with nothing to decide:
-//!   the price of the hand-off between threads.
+//! - `switch/shard_handoff`: a job's round trip to a shard thread over a bounded crossbeam
+//!   channel (the switch's connection-to-shard queue) and back over an unbounded tokio
+//!   channel (a connection's reply channel), with nothing to decide: the price of the
+//!   hand-off between threads.
 //! - `switch/e2e/0200`: one purchase end to end through a switch running in this process on
 //!   127.0.0.1:0: encode, write with the 2-byte length header, the switch's decode, shard and
 //!   answer, read, decode, check DE 39. One request in flight: a round-trip latency, not a

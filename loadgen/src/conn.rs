@@ -747,6 +747,7 @@ async fn serve(
             c.expire(now);
             c.publish();
             housekeeping_due = now + HOUSEKEEPING;
+            tick.reset();
         }
         let current = *phase.borrow_and_update();
         if current == Phase::Abort {

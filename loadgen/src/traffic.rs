@@ -294,9 +294,12 @@ impl Wire<'_> {
             .ok_or(Mismatch::MissingField(39))?;
         // A deliberate decline must be declined: an unknown card with 14 (the first check
         // that can apply to it), an amount above the balance with anything but 00 (the card's
-        // status or expiry may decline it first).
+        // status or expiry may decline it first). 96 (internal failure, nothing decided) may
+        // answer any request.
         match req.kind {
-            Kind::UnknownCard if &code != b"14" => return Err(Mismatch::NotDeclined("14")),
+            Kind::UnknownCard if &code != b"14" && &code != b"96" => {
+                return Err(Mismatch::NotDeclined("14"))
+            }
             Kind::OverBalance if &code == b"00" => return Err(Mismatch::NotDeclined("a decline")),
             _ => {}
         }
@@ -497,6 +500,7 @@ mod tests {
             }
         };
         assert_eq!(round_trip(&unknown, code("14")), Ok(Some(*b"14")));
+        assert_eq!(round_trip(&unknown, code("96")), Ok(Some(*b"96")));
         assert_eq!(
             round_trip(&unknown, |_| {}),
             Err(Mismatch::NotDeclined("14"))
