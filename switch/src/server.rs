@@ -89,6 +89,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     "--durability none: decisions are not fsynced and a crash may lose them"
                 );
             }
+            if config.store_timeout_ms != Config::default().store_timeout_ms {
+                tracing::warn!(
+                    "store_timeout_ms bounds the wait for the --store database: ignored without --store"
+                );
+            }
             let shard_states = store::load(&config, shard_count)?;
             let (set, threads) = shards::start(shard_states, SHARD_QUEUE, metrics.clone())
                 .context("starting shard threads")?;

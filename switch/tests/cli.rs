@@ -194,6 +194,7 @@ fn starts_on_an_empty_data_dir_reads_env_and_drains_on_sigterm() {
         .env("SWITCH_DURABILITY", "none")
         .env("SWITCH_IO_THREADS", "3")
         .env("SWITCH_EXPECTED_TRANSACTIONS", "100000")
+        .env("SWITCH_STORE_TIMEOUT_MS", "5000")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -246,6 +247,13 @@ fn starts_on_an_empty_data_dir_reads_env_and_drains_on_sigterm() {
     assert!(status.success(), "exit 0 after a drain");
     let stderr = std::io::read_to_string(child.stderr.take().expect("stderr")).expect("read");
     assert!(stderr.contains("generated a demo data set"), "{stderr}");
+    // A setting of the PostgreSQL store, given without --store, is named as ignored.
+    assert!(
+        stderr.contains(
+            "store_timeout_ms bounds the wait for the --store database: ignored without --store"
+        ),
+        "{stderr}"
+    );
     // Each of the two shards sized its maps for half the expected transactions.
     assert!(
         stderr.contains("sized for the expected transactions expected=100000 per_shard=50000"),
