@@ -69,6 +69,8 @@ pub struct Shared {
     pub warm_end: Instant,
     /// No request is sent (or due) from here on.
     pub end: Instant,
+    /// When a Ctrl-C ended the run early: the measured window closed then.
+    pub stopped_at: std::sync::OnceLock<Instant>,
     pub seed: u64,
     /// Terminal ids are `LG` + six digits: this base + the connection's index.
     pub terminal_base: u32,
@@ -77,6 +79,14 @@ pub struct Shared {
     /// line was last drawn). Without one they skip that histogram (merging and clearing one
     /// costs about as much as a few hundred requests).
     pub progress: bool,
+}
+
+impl Shared {
+    /// Whether an answer arriving at `now` falls in the measured window (the warm-up aside):
+    /// before the end, and before a Ctrl-C that came first.
+    fn window_open(&self, now: Instant) -> bool {
+        now < self.end && self.stopped_at.get().is_none_or(|&t| now < t)
+    }
 }
 
 /// A request waiting for its answer.
@@ -134,9 +144,6 @@ pub struct Conn {
     slots_sent: u64,
     slots: u64,
     decline_flip: bool,
-    /// The run is still in its sending phase (not stopped by Ctrl-C): answers arriving now
-    /// count towards `tps` (with `now < sh.end`).
-    window_open: bool,
     stats: ConnStats,
     interval: Histogram<u64>,
     /// Totals including the warm-up, for the live figures, and what was published of them.
@@ -187,7 +194,6 @@ impl Conn {
             slots_sent: 0,
             slots,
             decline_flip: false,
-            window_open: true,
             stats: ConnStats::default(),
             interval: new_histogram(),
             live_now: [0; 4],
@@ -509,7 +515,7 @@ impl Conn {
                 if let (Some(c), true) = (code, entry.measured) {
                     self.stats.codes.count(c);
                 }
-                if entry.measured && self.window_open && now < sh.end {
+                if entry.measured && sh.window_open(now) {
                     self.stats.answered_in_window += 1;
                 }
                 self.follow_up(&entry.req, code);
@@ -754,8 +760,7 @@ async fn serve(
             c.abort();
             return Ended::Done;
         }
-        c.window_open = current == Phase::Running;
-        let sending = c.window_open && c.may_send(now);
+        let sending = current == Phase::Running && c.may_send(now);
         if sending {
             c.fill(now);
         }

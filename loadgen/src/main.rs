@@ -437,6 +437,7 @@ async fn drive(
         terminal_base: args.terminal_base,
         live: Live::default(),
         progress: std::io::stderr().is_terminal(),
+        stopped_at: std::sync::OnceLock::new(),
     }));
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Running);
@@ -473,6 +474,8 @@ async fn drive(
             r?;
             stopped_early = true;
             stop_at = Instant::now();
+            // Answers from here on are drained, not throughput.
+            let _ = shared.stopped_at.set(stop_at);
             eprintln!(
                 "\nloadgen: stopping; waiting up to {:?} for answers in flight (Ctrl-C again to stop now)",
                 args.timeout

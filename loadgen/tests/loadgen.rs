@@ -296,26 +296,17 @@ async fn open_loop_sends_every_scheduled_request() {
     sw.running.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_ends_the_run_and_still_writes_the_report() {
-    let sw = start_switch().await;
-    let out_dir = tempfile::tempdir().expect("temp dir");
-    let report = out_dir.path().join("stopped.json");
-    let target = sw.running.iso_addr.to_string();
-    let argv = args(
-        &target,
-        sw.dir.path(),
-        &report,
-        &flags("--connections 2 --pipeline 4 --duration 60s --warmup 200ms"),
-    );
-    let status = tokio::task::spawn_blocking(move || {
+/// Runs loadgen with `argv`, sends it SIGINT `after` its start, and waits (30 s at most) for
+/// it to exit.
+async fn interrupted(argv: Vec<String>, after: Duration) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || {
         let mut child = Command::new(LOADGEN)
             .args(&argv)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("loadgen starts");
-        std::thread::sleep(Duration::from_millis(1500));
+        std::thread::sleep(after);
         let killed = Command::new("kill")
             .args(["-INT", &child.id().to_string()])
             .status()
@@ -334,7 +325,22 @@ async fn ctrl_c_ends_the_run_and_still_writes_the_report() {
         }
     })
     .await
-    .expect("join");
+    .expect("join")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_ends_the_run_and_still_writes_the_report() {
+    let sw = start_switch().await;
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let report = out_dir.path().join("stopped.json");
+    let target = sw.running.iso_addr.to_string();
+    let argv = args(
+        &target,
+        sw.dir.path(),
+        &report,
+        &flags("--connections 2 --pipeline 4 --duration 60s --warmup 200ms"),
+    );
+    let status = interrupted(argv, Duration::from_millis(1500)).await;
     assert!(status.success(), "{status:?}");
     let r = read_report(&report);
     assert_eq!(r["run"]["stopped_early"], true);
@@ -757,6 +763,30 @@ async fn answers_after_the_window_are_received_but_are_not_throughput() {
     assert_eq!(n(&r, "answered_in_window"), 0, "{r:#}");
     assert_eq!(r["tps"].as_f64(), Some(0.0), "{r:#}");
     assert!(n(&r["latency_us"], "min") >= 1_000_000, "{r:#}");
+    assert_accounts(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_after_a_ctrl_c_are_received_but_are_not_throughput() {
+    // A Ctrl-C 1 s into a 60 s run closes the window; every answer comes 2 s after its
+    // request, so after it: all received in the drain, none of them throughput.
+    let target = delayed_server(Duration::from_secs(2)).await;
+    let data = demo_dir();
+    let report = data.path().join("interrupted.json");
+    let argv = args(
+        &target,
+        data.path(),
+        &report,
+        &flags("--connections 2 --pipeline 4 --duration 60s --warmup 0s --timeout 10s --mix purchase=100"),
+    );
+    let status = interrupted(argv, Duration::from_secs(1)).await;
+    assert!(status.success(), "{status:?}");
+    let r = read_report(&report);
+    assert_eq!(r["run"]["stopped_early"], true);
+    assert!(n(&r, "sent") >= 8, "{r:#}");
+    assert_eq!(n(&r, "received"), n(&r, "sent"), "{r:#}");
+    assert_eq!(n(&r, "answered_in_window"), 0, "{r:#}");
+    assert_eq!(r["tps"].as_f64(), Some(0.0), "{r:#}");
     assert_accounts(&r);
 }
 
