@@ -479,14 +479,9 @@ impl Conn {
             return;
         };
         if now >= entry.deadline {
-            // Past its timeout, though the housekeeping tick had not yet expired it: a
-            // timeout whose answer came late, as if the tick had run first.
-            self.live_now[TIMEOUTS] += 1;
-            if entry.measured {
-                self.stats.timeouts += 1;
-            } else {
-                self.stats.warmup.timeouts += 1;
-            }
+            // Past its timeout, though housekeeping had not yet expired it: a timeout whose
+            // answer came late, as if `expire` had run first.
+            count_timeout(&mut self.stats, &mut self.live_now, entry.measured);
             self.stats.late += 1;
             return;
         }
@@ -578,17 +573,19 @@ impl Conn {
             if f.deadline > now {
                 return true;
             }
-            live[TIMEOUTS] += 1;
-            if f.measured {
-                stats.timeouts += 1;
-            } else {
-                stats.warmup.timeouts += 1;
-            }
+            count_timeout(stats, live, f.measured);
             if late.len() < MAX_LATE_KEYS {
                 late.insert(k);
             }
             false
         });
+    }
+
+    /// Expires overdue requests and publishes the live figures; returns when this is next due.
+    fn housekeep(&mut self, now: Instant) -> Instant {
+        self.expire(now);
+        self.publish();
+        now + HOUSEKEEPING
     }
 
     /// Adds what changed since last time to the live figures.
@@ -638,6 +635,16 @@ impl Conn {
     fn finish(mut self) -> ConnStats {
         self.publish();
         self.stats
+    }
+}
+
+/// One request timed out: in the live figures, and in the measured or the warm-up ones.
+fn count_timeout(stats: &mut ConnStats, live: &mut [u64; 4], measured: bool) {
+    live[TIMEOUTS] += 1;
+    if measured {
+        stats.timeouts += 1;
+    } else {
+        stats.warmup.timeouts += 1;
     }
 }
 
@@ -750,9 +757,7 @@ async fn serve(
     loop {
         let now = Instant::now();
         if now >= housekeeping_due {
-            c.expire(now);
-            c.publish();
-            housekeeping_due = now + HOUSEKEEPING;
+            housekeeping_due = c.housekeep(now);
             tick.reset();
         }
         let current = *phase.borrow_and_update();
@@ -795,12 +800,7 @@ async fn serve(
                 }
             }
             _ = notified(pace), if sending => {}
-            _ = tick.tick() => {
-                let now = Instant::now();
-                c.expire(now);
-                c.publish();
-                housekeeping_due = now + HOUSEKEEPING;
-            }
+            _ = tick.tick() => housekeeping_due = c.housekeep(Instant::now()),
             changed = phase.changed() => {
                 if changed.is_err() {
                     c.abort();

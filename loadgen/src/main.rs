@@ -207,8 +207,13 @@ const TERMINAL_IDS: u64 = 1_000_000;
 
 /// `--max-frame` within what the switch accepts (20 to 65,535 bytes).
 fn check_max_frame(max_frame: usize) -> anyhow::Result<()> {
-    if !codec::framing::MAX_FRAME_SETTING.contains(&max_frame) {
-        bail!("--max-frame must be 20..=65535 bytes");
+    let range = codec::framing::MAX_FRAME_SETTING;
+    if !range.contains(&max_frame) {
+        bail!(
+            "--max-frame must be {}..={} bytes",
+            range.start(),
+            range.end()
+        );
     }
     Ok(())
 }

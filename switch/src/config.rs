@@ -111,7 +111,7 @@ impl Default for Config {
             log: "info".into(),
             bins: Vec::new(),
             store: None,
-            store_timeout_ms: 2_000,
+            store_timeout_ms: DEFAULT_STORE_TIMEOUT_MS,
         }
     }
 }
@@ -158,8 +158,10 @@ impl Config {
         if self.framing.parse::<codec::framing::Framing>().is_err() {
             return invalid("framing", "must be one of len2, len4, ascii4, bcd2");
         }
-        if !codec::framing::MAX_FRAME_SETTING.contains(&self.max_frame) {
-            return invalid("max_frame", "must be 20..=65535 bytes");
+        let frames = codec::framing::MAX_FRAME_SETTING;
+        if !frames.contains(&self.max_frame) {
+            let reason = format!("must be {}..={} bytes", frames.start(), frames.end());
+            return invalid("max_frame", &reason);
         }
         if self.max_connections == 0 || self.max_connections > MAX_CONNECTIONS {
             return invalid("max_connections", "must be 1..=1000000");
@@ -300,6 +302,9 @@ const MAX_CONNECTIONS: usize = 1_000_000;
 
 /// Longest timeout, grace period or idempotency window, in seconds: a year.
 const MAX_TIMEOUT_SECS: u64 = 365 * 24 * 3600;
+
+/// `store_timeout_ms` unless set.
+pub const DEFAULT_STORE_TIMEOUT_MS: u64 = 2_000;
 
 /// Longest `store_timeout_ms`: ten minutes (a terminal gave up long before).
 const MAX_STORE_TIMEOUT_MS: u64 = 600_000;

@@ -89,7 +89,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     "--durability none: decisions are not fsynced and a crash may lose them"
                 );
             }
-            if config.store_timeout_ms != Config::default().store_timeout_ms {
+            if config.store_timeout_ms != crate::config::DEFAULT_STORE_TIMEOUT_MS {
                 tracing::warn!(
                     "store_timeout_ms bounds the wait for the --store database: ignored without --store"
                 );
