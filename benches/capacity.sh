@@ -167,7 +167,7 @@ start_switch() {
 }
 
 # stop_switch DURABILITY: stops it and notes its periodic snapshots (built beside the rows,
-# they compete with them: README, "Snapshot builders on idle CPU only").
+# they compete with them: benches/RESULTS.md, "Snapshot builders on idle CPU only").
 stop_switch() {
   # Its group commits over its life: how many, their mean, and how many took over 10 ms.
   local metrics commits

@@ -20,8 +20,8 @@
 //! Each tick costs about four context switches (the pacer wakes, wakes the runtime, both
 //! sleep again), and on this project's VM a context switch costs microseconds of CPU that the
 //! server under test then lacks: at 150,000/s a 50 us tick cost loadgen 5.4 us of CPU per
-//! request against 3.7 us with 200 us (README, "Threads and pacing"). The tick bounds how
-//! late a request may be sent when slots are closer together than it (at most 200 us, and
+//! request against 3.7 us with 200 us (benches/RESULTS.md, "Threads and pacing"). The tick bounds
+//! how late a request may be sent when slots are closer together than it (at most 200 us, and
 //! counted in its latency); slots further apart are each woken for on time.
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -275,7 +275,8 @@ impl Config {
 
     /// The I/O runtime's threads. Half the cores by default: at saturation the I/O side is
     /// about a third of the switch's CPU and the shards the rest, and a thread more than the
-    /// cores can run costs a context switch per hand-off (README, "Threads and pacing").
+    /// cores can run costs a context switch per hand-off (benches/RESULTS.md, "Threads and
+    /// pacing").
     pub fn io_thread_count(&self) -> usize {
         if self.io_threads == 0 {
             (cores() / 2).max(1)

@@ -228,7 +228,8 @@ fn runtime(io_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
 /// touch then made the kernel zero 2 MiB, a sixth of the switch's CPU at saturation (`perf`);
 /// without them, x1.15 answers/s with `--durability none`. Maps sized at start are allocated
 /// once, and there huge pages save TLB misses instead: about +10% answers/s in both modes
-/// (README, "Sizing the maps"). A kernel that refuses the flag leaves things as they were.
+/// (benches/RESULTS.md, "Sizing the maps"). A kernel that refuses the flag leaves things as
+/// they were.
 fn transparent_huge_pages(config: &Config) {
     if config.sizes_engine_maps() {
         tracing::info!(

@@ -64,8 +64,8 @@
 //! development machine, open loop at 125,000/s beside two builders replaying 1.2 million
 //! records each: p99 7.3-10.2 ms against 13.6-55 ms with builders at nice 10, five runs each.)
 //! It still costs answers on a 2-vCPU guest: closed-loop runs of 8 s answered 13% more with
-//! periodic snapshots off (README, "Where the rest goes"). A machine that is never idle would
-//! starve it, so a build still running when the next snapshot is due (the shard has
+//! periodic snapshots off (benches/RESULTS.md, "Where the rest goes"). A machine that is never idle
+//! would starve it, so a build still running when the next snapshot is due (the shard has
 //! journaled another `SWITCH_SNAPSHOT_EVERY_RECORDS` records) is given up and the next one
 //! is built at nice 10, resting as long as it works (at most half a core);
 //! so is every build while a given-up builder has not yet exited, and every build where the
@@ -82,7 +82,7 @@
 //! shutdown with nothing in flight between shards, every shard writes a final snapshot.
 //! `switch_snapshot_builders`, `switch_snapshots_total{outcome}` and
 //! `switch_snapshot_build_duration_seconds` show the builds: while one runs, the open loop's
-//! tail latency rises (README, "Where the open-loop p99 comes from").
+//! tail latency rises (benches/RESULTS.md, "Where the open-loop p99 comes from").
 //!
 //! # Tokens
 //!

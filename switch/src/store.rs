@@ -216,8 +216,9 @@ pub fn load(config: &Config, shard_count: usize) -> anyhow::Result<Loaded> {
 /// Entries each shard's idempotency and transaction maps are sized for: its share of
 /// `expected` transactions (`expected_transactions`; transactions spread evenly over the
 /// shards), 0 for none. A map that grows moves every entry of a table into one twice as large:
-/// on a fresh switch at saturation that was about a tenth of each shard's CPU (README, "Sizing
-/// the maps"); sized before the journal is replayed, a recovery does not grow them either.
+/// on a fresh switch at saturation that was about a tenth of each shard's CPU
+/// (benches/RESULTS.md, "Sizing the maps"); sized before the journal is replayed, a recovery
+/// does not grow them either.
 fn map_reserve(expected: u64, shard_count: usize) -> usize {
     let shards = shard_count.max(1) as u64;
     usize::try_from(expected.div_ceil(shards)).unwrap_or(usize::MAX)
@@ -494,9 +495,9 @@ const REBUILD_SLICE: std::time::Duration = std::time::Duration::from_millis(5);
 /// the newest snapshot before it and the closed segments since, replayed as recovery does
 /// ([`Shard::apply`], outputs dropped), but one record at a time: warming runs of records as
 /// recovery does ([`apply_run`]) made the builder faster and the shards beside it slower
-/// (README, "Prefetching the maps"). A periodic snapshot is built this way off the shard
-/// thread (`crate::shards`); with `rest` it uses at most half a core (it rests as long as it
-/// works). Gives up with an error once `cancel` is raised.
+/// (benches/RESULTS.md, "Prefetching the maps"). A periodic snapshot is built this way off the
+/// shard thread (`crate::shards`); with `rest` it uses at most half a core (it rests as long as
+/// it works). Gives up with an error once `cancel` is raised.
 pub fn rebuild(
     dir: &Path,
     i: usize,

@@ -630,7 +630,7 @@ impl Shard {
     /// of different requests are independent, so their cache misses overlap instead of
     /// stalling the decisions one after another (the maps hold millions of entries; their
     /// probes were the largest item in the shards' profile). The two big maps are prefetched
-    /// (nothing waits for the lines: README, "Prefetching the maps").
+    /// (nothing waits for the lines: benches/RESULTS.md, "Prefetching the maps").
     pub fn warm_request(&self, req: &Request) {
         self.idem.prefetch(&req.key());
         self.txns.prefetch(&req.own_txn());

@@ -17,8 +17,8 @@
 //! also say where a key's probe starts ([`SplitMap::prefetch`]): the shard prefetches the
 //! lines of a whole batch's keys before deciding any, and the batch's cache misses overlap
 //! (closed loop, interleaved runs against `std`'s maps with a full look-up as the warm-up:
-//! median x1.24 answers/s with `--durability none`, x1.08 with `fsync`; README, "Prefetching
-//! the maps").
+//! median x1.24 answers/s with `--durability none`, x1.08 with `fsync`; benches/RESULTS.md,
+//! "Prefetching the maps").
 //!
 //! Only the operations the engine uses are here. Iteration order is unspecified, as with a
 //! plain `HashMap` (the engine never depends on it).
