@@ -233,8 +233,9 @@ for durability in $DURABILITIES; do
   open_row "$name" "50% after saturation" "$durability"
   stop_switch "$durability"
 
-  # Each open-loop row on a fresh switch measures the load it names, not the snapshot
-  # backlog the saturation run left (the row above does that).
+  # The open-loop rows run on a fresh switch (one for the three, in rising order): they
+  # measure the load they name, not the snapshot backlog the saturation run left (the row
+  # above does that).
   echo "== switch, --durability $durability: open loop" >&2
   start_switch "$durability" open
   for pct in 25 50 75; do

@@ -356,15 +356,19 @@ impl Conn {
             data: &self.sh.data,
             terminal: &self.terminal,
         };
+        let measured = start >= self.sh.warm_end;
         if let Err(e) = wire.encode(&req, &mut self.out) {
-            self.stats.errors.encode += 1;
+            if measured {
+                self.stats.errors.encode += 1;
+            } else {
+                self.stats.warmup.errors += 1;
+            }
             self.live_now[ERRORS] += 1;
             let kind = req.kind.name();
             self.stats
                 .sample(|| format!("cannot encode a {kind} request: {e}"));
             return;
         }
-        let measured = start >= self.sh.warm_end;
         self.inflight.insert(
             key(f7, stan),
             InFlight {
@@ -383,12 +387,42 @@ impl Conn {
         }
     }
 
-    /// Whether new requests may still be sent.
-    fn may_send(&self, now: Instant) -> bool {
+    /// Whether requests may still be sent in `phase`. Closed loop: while the run runs. Open
+    /// loop: every slot due before the run ended, even once it drains (late, its latency
+    /// counted from its due time), so a loadgen that fell behind never drops load quietly;
+    /// after a Ctrl-C only those due before it.
+    fn may_send(&self, phase: Phase, now: Instant) -> bool {
         match self.sh.schedule {
-            Some(_) => self.slots_sent < self.slots,
-            None => now < self.sh.end,
+            Some(s) => phase != Phase::Abort && self.slots_sent < self.last_slot(s),
+            None => phase == Phase::Running && now < self.sh.end,
         }
+    }
+
+    /// Open loop: how many of this connection's slots fall due in the run (those due before
+    /// a Ctrl-C, after one).
+    fn last_slot(&self, s: Schedule) -> u64 {
+        match self.sh.stopped_at.get() {
+            Some(&t) => s.due(self.index, t.into_std()).min(self.slots),
+            None => self.slots,
+        }
+    }
+
+    /// Open loop: measured slots that fell due and were never sent (their connection was
+    /// lost and could not be opened again, or a second Ctrl-C came first).
+    fn unsent(&self) -> u64 {
+        let Some(s) = self.sh.schedule else {
+            return 0;
+        };
+        let last = self.last_slot(s);
+        // The first measured slot: `due` counts a slot due exactly at the end of the warm-up,
+        // which is measured.
+        let mut first = s
+            .due(self.index, self.sh.warm_end.into_std())
+            .min(self.slots);
+        if first > 0 && Instant::from_std(s.intended(self.index, first - 1)) >= self.sh.warm_end {
+            first -= 1;
+        }
+        last.saturating_sub(self.slots_sent.max(first))
     }
 
     /// Closed loop: tops up to `pipeline` in flight. Open loop: sends every slot due.
@@ -401,7 +435,9 @@ impl Conn {
                 }
             }
             Some(s) => {
-                let due = s.due(self.index, now.into_std()).min(self.slots);
+                // Nothing falls due after a Ctrl-C.
+                let until = self.sh.stopped_at.get().map_or(now, |&t| now.min(t));
+                let due = s.due(self.index, until.into_std()).min(self.slots);
                 while self.slots_sent < due {
                     let intended = Instant::from_std(s.intended(self.index, self.slots_sent));
                     self.slots_sent += 1;
@@ -518,7 +554,14 @@ impl Conn {
             Err(m) => {
                 self.live_now[ERRORS] += 1;
                 if entry.measured {
-                    self.stats.errors.mismatch += 1;
+                    match m.code() {
+                        // Counted among the codes too: a switch answering 96 shows it there.
+                        Some(c) => {
+                            self.stats.errors.unexpected_code += 1;
+                            self.stats.codes.count(c);
+                        }
+                        None => self.stats.errors.mismatch += 1,
+                    }
                 } else {
                     self.stats.warmup.errors += 1;
                 }
@@ -607,7 +650,12 @@ impl Conn {
     /// request is an error (`lost_in_flight`) and abandoned, never answered; what was encoded
     /// but not yet written goes with it (those requests are in flight too).
     fn lost(&mut self, why: &str) {
-        self.stats.errors.connection += 1;
+        // A loss in the warm-up is reported with the warm-up's figures, not the run's.
+        if Instant::now() < self.sh.warm_end {
+            self.stats.warmup.errors += 1;
+        } else {
+            self.stats.errors.connection += 1;
+        }
         self.live_now[ERRORS] += 1;
         let terminal = self.terminal.clone();
         self.stats
@@ -633,6 +681,7 @@ impl Conn {
     }
 
     fn finish(mut self) -> ConnStats {
+        self.stats.errors.unsent += self.unsent();
         self.publish();
         self.stats
     }
@@ -710,7 +759,8 @@ async fn reconnect(
 ) -> Option<TcpStream> {
     let mut wait = FIRST_RECONNECT_WAIT;
     loop {
-        if *phase.borrow_and_update() != Phase::Running || !c.may_send(Instant::now()) {
+        let current = *phase.borrow_and_update();
+        if current != Phase::Running || !c.may_send(current, Instant::now()) {
             return None;
         }
         let attempt = tokio::time::timeout(c.sh.timeout, TcpStream::connect(target)).await;
@@ -765,7 +815,7 @@ async fn serve(
             c.abort();
             return Ended::Done;
         }
-        let sending = current == Phase::Running && c.may_send(now);
+        let sending = c.may_send(current, now);
         if sending {
             c.fill(now);
         }

@@ -202,6 +202,10 @@ fn parse_framing(name: &str) -> anyhow::Result<Framing> {
 /// Most requests in flight per connection (`--pipeline`), as the switch allows.
 const MAX_PIPELINE: usize = 65_536;
 
+/// Largest `--rate`: far above what one loadgen can send, and an open loop against a target
+/// that stalls holds every request due until its timeout (memory grows with the rate).
+const MAX_RATE: f64 = 10_000_000.0;
+
 /// Terminal ids `LG000000` to `LG999999`.
 const TERMINAL_IDS: u64 = 1_000_000;
 
@@ -297,6 +301,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(rate) = args.rate {
         if !(rate.is_finite() && rate > 0.0) {
             bail!("--rate must be a positive number of requests per second");
+        }
+        if rate > MAX_RATE {
+            bail!("--rate must be at most {MAX_RATE} requests per second");
         }
     }
     if args.duration.is_zero() || args.timeout.is_zero() {
@@ -509,7 +516,12 @@ async fn drive(
     for r in results {
         match r {
             Ok(s) => total.merge(&s),
-            Err(e) => eprintln!("loadgen: a connection task failed: {e}"),
+            // Its counts are gone with it: the run cannot be called clean.
+            Err(e) => {
+                eprintln!("loadgen: a connection task failed: {e}");
+                total.errors.connection += 1;
+                total.sample(|| format!("a connection task failed: {e}"));
+            }
         }
     }
     let measured = stop_at.saturating_duration_since(warm_end);
@@ -533,7 +545,8 @@ async fn drive(
         threads: args.threads,
         timeout_ms: args.timeout.as_millis() as u64,
         warmup_s: args.warmup.as_secs_f64(),
-        duration_s: (measured.as_secs_f64() * 1000.0).round() / 1000.0,
+        // To the microsecond: `tps` divides by it, and `--duration` takes microseconds.
+        duration_s: (measured.as_secs_f64() * 1_000_000.0).round() / 1_000_000.0,
         stopped_early,
         started_unix: 0,
     };

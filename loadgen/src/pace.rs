@@ -33,6 +33,10 @@ use tokio::sync::Notify;
 /// The pacer sleeps at least this long between wake-ups.
 pub const MIN_TICK: Duration = Duration::from_micros(200);
 
+/// The pacer sleeps at most this long at a time: a stop (the run's end, a Ctrl-C) waits no
+/// longer for it, whatever the rate.
+const MAX_SLEEP: Duration = Duration::from_millis(50);
+
 /// The open-loop timeline.
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
@@ -118,8 +122,9 @@ pub fn spawn(
                     return;
                 }
                 let next = schedule.t0 + Duration::from_secs_f64(due_total as f64 / schedule.rate);
+                // At most MAX_SLEEP at a time, so that a stop is seen soon at low rates too.
                 let sleep = next.saturating_duration_since(Instant::now()).max(MIN_TICK);
-                std::thread::sleep(sleep);
+                std::thread::sleep(sleep.min(MAX_SLEEP));
             }
         })
 }

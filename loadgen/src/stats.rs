@@ -8,11 +8,14 @@
 //! `abandoned` (its connection closed first) and `in_flight_at_end` (still waiting when the
 //! run was cut short by a second Ctrl-C; 0 otherwise, since a run waits for every answer or
 //! timeout before it ends). So `sent == received + timeouts + abandoned + in_flight_at_end`.
-//! `errors` counts answers that failed a check (`mismatch`), frames matching no request in
+//! `errors` counts answers that failed a check (`mismatch`; `unexpected_code` when it was DE
+//! 39's, whose code is then in `response_codes` too), frames matching no request in
 //! flight (`unmatched`, apart from answers arriving after their timeout, counted as `late`),
-//! frames that do not decode (`undecodable`), connections lost (`connection`) and the requests
+//! frames that do not decode (`undecodable`), connections lost (`connection`), the requests
 //! that were in flight on a lost connection (`lost_in_flight`: never answered, so also
-//! `abandoned`). A lost connection is opened again (`reconnects`) and the run goes on.
+//! `abandoned`), requests that could not be encoded (`encode`) and, in open loop, measured
+//! requests that fell due and were never sent (`unsent`: their connection was lost for good;
+//! not in `sent`). A lost connection is opened again (`reconnects`) and the run goes on.
 //! `tps` counts only `answered_in_window`: measured answers that passed their checks and
 //! arrived before the window closed, so a backlog answered in the drain is not throughput.
 
@@ -46,7 +49,10 @@ fn unreachable_hist() -> Histogram<u64> {
 /// Error counts by kind.
 #[derive(Debug, Default, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct ErrorKinds {
+    /// Matched answers failing a check other than DE 39's code.
     pub mismatch: u64,
+    /// Matched answers whose DE 39 the request may not get (`Kind::codes`): 96, say.
+    pub unexpected_code: u64,
     pub unmatched: u64,
     pub undecodable: u64,
     pub connection: u64,
@@ -54,25 +60,32 @@ pub struct ErrorKinds {
     pub lost_in_flight: u64,
     /// Requests that could not be encoded (a spec without a field loadgen sends).
     pub encode: u64,
+    /// Open loop: measured requests that fell due and were never sent (their connection was
+    /// lost for good). Not in `sent`.
+    pub unsent: u64,
 }
 
 impl ErrorKinds {
     pub fn total(&self) -> u64 {
         self.mismatch
+            + self.unexpected_code
             + self.unmatched
             + self.undecodable
             + self.connection
             + self.lost_in_flight
             + self.encode
+            + self.unsent
     }
 
     fn add(&mut self, o: &ErrorKinds) {
         self.mismatch += o.mismatch;
+        self.unexpected_code += o.unexpected_code;
         self.unmatched += o.unmatched;
         self.undecodable += o.undecodable;
         self.connection += o.connection;
         self.lost_in_flight += o.lost_in_flight;
         self.encode += o.encode;
+        self.unsent += o.unsent;
     }
 }
 

@@ -5,8 +5,9 @@
 //! each time the STAN wraps, so no two requests of a run share a key. An answer is matched by
 //! that key, then must have the request's MTI + 10 (the same MTI from an echo server in
 //! `--mode echo`) and echo every field of [`Req::echoed`] unchanged; from a switch it must
-//! carry DE 39, and DE 38 (approval code) on approved 0110 holds and 0210 purchases, DE 54 on
-//! approved balance inquiries.
+//! carry DE 39 with a code this kind of request may get ([`Kind::codes`]: 96, 30 and 12 never),
+//! and DE 38 (approval code) on approved 0110 holds and 0210 purchases, DE 54 on approved
+//! balance inquiries.
 
 use bytes::BytesMut;
 use codec::framing::{FrameError, LengthFramer};
@@ -87,6 +88,29 @@ impl Kind {
         }
     }
 
+    /// The DE 39 codes a switch that serves every card of the data set may answer this kind
+    /// of request (PROTOCOL.md section 2), and how a report names them. Cards are picked from
+    /// the usable ones (active, not expired) and sent in their own currency with a non-zero
+    /// amount, so the card checks (05, 14, 41, 43, 54, 57) and 13 never apply to them; keys
+    /// are new, so 94 applies only to an order already paid (in an earlier run). A completion
+    /// or reversal follows an approved original: 00, or 25 when the original is not where it
+    /// went (its connection moved to another replica with a state of its own). 96 (internal
+    /// failure), 30 (format) and 12 (unsupported) are never right.
+    pub fn codes(self) -> (&'static [[u8; 2]], &'static str) {
+        match self {
+            Kind::Purchase | Kind::Hold | Kind::ReversiblePurchase => {
+                (&[C00, C51, C61], "00, 51 or 61")
+            }
+            Kind::OrderPayment => (&[C00, C13, C25, C51, C61, C94], "00, 13, 25, 51, 61 or 94"),
+            Kind::Completion | Kind::Reversal | Kind::OrderReversal => (&[C00, C25], "00 or 25"),
+            Kind::Balance | Kind::Echo => (&[C00], "00"),
+            // The first check that can decline it.
+            Kind::UnknownCard => (&[C14], "14"),
+            // Funds (51) come before the daily limit.
+            Kind::OverBalance => (&[C51], "51"),
+        }
+    }
+
     fn processing_code(self) -> &'static str {
         match self {
             Kind::Balance => "310000",
@@ -94,6 +118,15 @@ impl Kind {
         }
     }
 }
+
+// DE 39 codes, for the tables of `Kind::codes`.
+const C00: [u8; 2] = *b"00";
+const C13: [u8; 2] = *b"13";
+const C14: [u8; 2] = *b"14";
+const C25: [u8; 2] = *b"25";
+const C51: [u8; 2] = *b"51";
+const C61: [u8; 2] = *b"61";
+const C94: [u8; 2] = *b"94";
 
 /// The card a request uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,16 +325,9 @@ impl Wire<'_> {
             .filter(|&two| two)
             .map(|_| buf)
             .ok_or(Mismatch::MissingField(39))?;
-        // A deliberate decline must be declined: an unknown card with 14 (the first check
-        // that can apply to it), an amount above the balance with anything but 00 (the card's
-        // status or expiry may decline it first). 96 (internal failure, nothing decided) may
-        // answer any request.
-        match req.kind {
-            Kind::UnknownCard if &code != b"14" && &code != b"96" => {
-                return Err(Mismatch::NotDeclined("14"))
-            }
-            Kind::OverBalance if &code == b"00" => return Err(Mismatch::NotDeclined("a decline")),
-            _ => {}
+        let (allowed, expected) = req.kind.codes();
+        if !allowed.contains(&code) {
+            return Err(Mismatch::Code { code, expected });
         }
         if &code == b"00" {
             match req.kind {
@@ -327,8 +353,22 @@ pub enum Mismatch {
     Field(u8),
     /// A field the answer must carry is missing (39; 38 on approvals; 54 on inquiries).
     MissingField(u8),
-    /// A deliberate decline got another DE 39 than the one named.
-    NotDeclined(&'static str),
+    /// DE 39 is not one this kind of request may get ([`Kind::codes`]): `expected` names
+    /// those it may.
+    Code {
+        code: [u8; 2],
+        expected: &'static str,
+    },
+}
+
+impl Mismatch {
+    /// The answer's DE 39, when the mismatch is about it.
+    pub fn code(&self) -> Option<[u8; 2]> {
+        match self {
+            Mismatch::Code { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Display for Mismatch {
@@ -337,7 +377,14 @@ impl std::fmt::Display for Mismatch {
             Mismatch::Mti => f.write_str("wrong response MTI"),
             Mismatch::Field(n) => write!(f, "echoed field {n} missing or different"),
             Mismatch::MissingField(n) => write!(f, "field {n} missing"),
-            Mismatch::NotDeclined(due) => write!(f, "deliberate decline answered other than {due}"),
+            Mismatch::Code { code, expected } => {
+                // Two wire bytes: shown only when they read as a code.
+                let shown = std::str::from_utf8(code)
+                    .ok()
+                    .filter(|c| c.bytes().all(|b| b.is_ascii_alphanumeric()))
+                    .unwrap_or("??");
+                write!(f, "DE 39 {shown}, where only {expected} may answer")
+            }
         }
     }
 }
@@ -500,22 +547,71 @@ mod tests {
             }
         };
         assert_eq!(round_trip(&unknown, code("14")), Ok(Some(*b"14")));
-        assert_eq!(round_trip(&unknown, code("96")), Ok(Some(*b"96")));
-        assert_eq!(
-            round_trip(&unknown, |_| {}),
-            Err(Mismatch::NotDeclined("14"))
-        );
-        assert_eq!(
-            round_trip(&unknown, code("51")),
-            Err(Mismatch::NotDeclined("14"))
-        );
         assert_eq!(round_trip(&over, code("51")), Ok(Some(*b"51")));
-        // The card's own status may decline it first.
-        assert_eq!(round_trip(&over, code("05")), Ok(Some(*b"05")));
-        assert_eq!(
-            round_trip(&over, |_| {}),
-            Err(Mismatch::NotDeclined("a decline"))
-        );
+        for (r, expected, wrong) in [
+            (&unknown, "14", ["00", "96", "51"]),
+            (&over, "51", ["00", "96", "05"]),
+        ] {
+            for c in wrong {
+                let got = round_trip(r, code(c));
+                assert_eq!(
+                    got,
+                    Err(Mismatch::Code {
+                        code: c.as_bytes().try_into().unwrap(),
+                        expected
+                    }),
+                    "{c}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn each_kind_gets_only_the_codes_it_may() {
+        let code = |c: &'static str| {
+            move |b: &mut MessageBuilder<'_, '_>| {
+                b.set(39, c).unwrap();
+            }
+        };
+        let original = Some(Original {
+            mti: 200,
+            stan: 7,
+            f7: 1_126_104_400,
+        });
+        let mut reversal = req(Kind::Reversal);
+        reversal.original = original;
+        let cases: [(Req, &[&str], &[&str]); 3] = [
+            (
+                req(Kind::Purchase),
+                &["00", "51", "61"],
+                &["96", "30", "12", "14", "05", "54", "57", "13", "94", "25"],
+            ),
+            (reversal, &["00", "25"], &["96", "94", "13", "51"]),
+            (req(Kind::Echo), &["00"], &["96", "12"]),
+        ];
+        for (r, right, wrong) in cases {
+            for c in right {
+                assert_eq!(
+                    round_trip(&r, code(c)).map(|c| c.is_some()),
+                    Ok(true),
+                    "{c}"
+                );
+            }
+            for c in wrong {
+                let got = round_trip(&r, code(c));
+                assert_eq!(
+                    got.map_err(|m| m.code()),
+                    Err(Some(c.as_bytes().try_into().unwrap())),
+                    "{c}"
+                );
+            }
+        }
+        // The report names the code only when it reads as one, never other wire bytes.
+        let odd = Mismatch::Code {
+            code: [0xff, b'1'],
+            expected: "00",
+        };
+        assert_eq!(odd.to_string(), "DE 39 ??, where only 00 may answer");
     }
 
     #[test]
