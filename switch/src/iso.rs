@@ -36,7 +36,8 @@ pub fn classify(msg: &Message<'_>) -> Action {
     let format_error = Action::Answer {
         response_mti,
         code: "30",
-        network: false,
+        // An 0800's 30 is still a network management answer: 7, 11, 41 and 70 echoed.
+        network: base(msg.mti()) == 800,
     };
     if msg.error().is_some() {
         // Answer 30 only when the reply can be matched: DE 11 was read.

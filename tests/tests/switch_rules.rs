@@ -284,6 +284,24 @@ async fn network_management_and_unsupported_mti(store: Store) {
             (want, Some(code), Some("000777"))
         );
     }
+    // Letters in DE 7 (length known): 30, still a network management answer (11, 41 and 70
+    // echoed), the malformed 7 left out.
+    let mut body = bytes::BytesMut::new();
+    let spec = codec::builtin("iso87-binary").expect("spec");
+    let mut b = codec::MessageBuilder::new(spec, codec::Mti::parse("0800").expect("mti"));
+    b.set(7, "1126104500").expect("7").set(11, "000778").expect("11");
+    b.set(41, "TERM0001").expect("41").set(70, "301").expect("70");
+    b.encode_into(&mut body).expect("encode");
+    let pos = body.windows(10).position(|w| w == b"1126104500").expect("DE 7");
+    body[pos + 2] = b'Z';
+    client.send_raw(&body).await;
+    let r = client.recv().await;
+    assert_eq!(r.mti, "0810");
+    assert_eq!(
+        (r.code(), r.get(11), r.get(41), r.get(70)),
+        ("30", Some("000778"), Some("TERM0001"), Some("301"))
+    );
+    assert!(r.get(7).is_none(), "malformed DE 7 is not echoed");
     let r = client
         .call(
             "0300",
