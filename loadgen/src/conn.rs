@@ -133,6 +133,8 @@ pub struct Conn {
     f7: u64,
     inflight: KeyMap<InFlight>,
     followups: VecDeque<Req>,
+    /// Lost during the warm-up and not open again yet.
+    down_in_warmup: bool,
     /// Orders this connection may pay (each order belongs to one connection, so two
     /// connections never race for one order).
     orders: VecDeque<u32>,
@@ -187,6 +189,7 @@ impl Conn {
             f7: crate::clock::de7(f7_unix),
             inflight: KeyMap::with_capacity_and_hasher(capacity, Default::default()),
             followups: VecDeque::with_capacity(capacity),
+            down_in_warmup: false,
             orders,
             late: KeySet::default(),
             scratch: None,
@@ -565,6 +568,11 @@ impl Conn {
                 } else {
                     self.stats.warmup.errors += 1;
                 }
+                if m.code().is_some() {
+                    // A decline all the same (a 96 applied nothing): an order goes back in
+                    // the pool; nothing follows an unapproved original.
+                    self.follow_up(&entry.req, m.code());
+                }
                 let mti = msg.mti();
                 self.stats
                     .sample(|| format!("{mti} answer to a {}: {m}", kind.name()));
@@ -650,9 +658,12 @@ impl Conn {
     /// request is an error (`lost_in_flight`) and abandoned, never answered; what was encoded
     /// but not yet written goes with it (those requests are in flight too).
     fn lost(&mut self, why: &str) {
-        // A loss in the warm-up is reported with the warm-up's figures, not the run's.
+        // A loss in the warm-up is reported with the warm-up's figures, not the run's, if the
+        // connection is open again before the warm-up ends (`reopened`; else `finish` moves
+        // it to the run's errors: the measured window lacked this connection's load).
         if Instant::now() < self.sh.warm_end {
             self.stats.warmup.errors += 1;
+            self.down_in_warmup = true;
         } else {
             self.stats.errors.connection += 1;
         }
@@ -680,7 +691,20 @@ impl Conn {
         self.inflight.clear();
     }
 
+    /// The connection is open again after a loss.
+    fn reopened(&mut self) {
+        self.stats.reconnects += 1;
+        if Instant::now() < self.sh.warm_end {
+            self.down_in_warmup = false;
+        }
+    }
+
     fn finish(mut self) -> ConnStats {
+        if self.down_in_warmup {
+            // Lost in the warm-up and not back before it ended: a loss of the run.
+            self.stats.warmup.errors -= 1;
+            self.stats.errors.connection += 1;
+        }
         self.stats.errors.unsent += self.unsent();
         self.publish();
         self.stats
@@ -767,7 +791,7 @@ async fn reconnect(
         match attempt {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                c.stats.reconnects += 1;
+                c.reopened();
                 eprintln!("loadgen: connection {}: open again", c.terminal);
                 return Some(stream);
             }
@@ -819,7 +843,9 @@ async fn serve(
         if sending {
             c.fill(now);
         }
-        if !sending && c.inflight.is_empty() && c.out.is_empty() {
+        // Bytes still unwritten then belong to requests already counted as timeouts: a peer
+        // that stopped reading cannot hold the drain.
+        if !sending && c.inflight.is_empty() {
             return Ended::Done;
         }
         let mut lost: Option<String> = None;

@@ -59,6 +59,21 @@ impl Card {
     pub fn expiry(&self) -> &str {
         std::str::from_utf8(&self.expiry).unwrap_or_default()
     }
+
+    /// Whether the card's expiry month (`YYMM`, 20YY) is before the month of `now` (Unix
+    /// seconds): usable when the data was loaded, a run across the month's end expires it.
+    pub fn expired_at(&self, now: i64) -> bool {
+        let digits = |r: std::ops::Range<usize>| {
+            self.expiry.get(r).map(|d| {
+                d.iter()
+                    .fold(0u32, |v, b| v * 10 + u32::from(b.wrapping_sub(b'0')))
+            })
+        };
+        match (digits(0..2), digits(2..4)) {
+            (Some(yy), Some(mm)) => (2000 + i64::from(yy), mm) < crate::clock::year_month(now),
+            _ => false,
+        }
+    }
 }
 
 impl std::fmt::Debug for Card {
@@ -361,6 +376,18 @@ mod tests {
         assert!(luhn_ok(b"4532015112830366"));
         assert!(!luhn_ok(b"4532015112830367"));
         assert!(luhn_ok(with_check_digit("999999123456789").as_bytes()));
+    }
+
+    #[test]
+    fn a_card_expires_when_its_month_is_over() {
+        let accounts = "pan,expiry,status,currency,balance,daily_limit\n\
+            5555555555554444,2511,active,978,5.00,5.00\n";
+        let d = Data::parse(accounts, "", NOW).unwrap();
+        let card = &d.cards[0];
+        // NOW is in November 2025: usable through its last second, expired in December.
+        assert!(!card.expired_at(NOW));
+        assert!(!card.expired_at(1_764_547_199)); // 2025-11-30T23:59:59Z
+        assert!(card.expired_at(1_764_547_200)); // 2025-12-01T00:00:00Z
     }
 
     #[test]

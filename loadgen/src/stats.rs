@@ -14,8 +14,8 @@
 //! frames that do not decode (`undecodable`), connections lost (`connection`), the requests
 //! that were in flight on a lost connection (`lost_in_flight`: never answered, so also
 //! `abandoned`), requests that could not be encoded (`encode`) and, in open loop, measured
-//! requests that fell due and were never sent (`unsent`: their connection was lost for good;
-//! not in `sent`). A lost connection is opened again (`reconnects`) and the run goes on.
+//! requests that fell due and were never sent (`unsent`: their connection was lost for good,
+//! or a second Ctrl-C cut the drain short; not in `sent`). A lost connection is opened again (`reconnects`) and the run goes on.
 //! `tps` counts only `answered_in_window`: measured answers that passed their checks and
 //! arrived before the window closed, so a backlog answered in the drain is not throughput.
 
@@ -61,7 +61,7 @@ pub struct ErrorKinds {
     /// Requests that could not be encoded (a spec without a field loadgen sends).
     pub encode: u64,
     /// Open loop: measured requests that fell due and were never sent (their connection was
-    /// lost for good). Not in `sent`.
+    /// lost for good, or a second Ctrl-C cut the drain short). Not in `sent`.
     pub unsent: u64,
 }
 

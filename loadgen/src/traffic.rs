@@ -91,7 +91,8 @@ impl Kind {
     /// The DE 39 codes a switch that serves every card of the data set may answer this kind
     /// of request (PROTOCOL.md section 2), and how a report names them. Cards are picked from
     /// the usable ones (active, not expired) and sent in their own currency with a non-zero
-    /// amount, so the card checks (05, 14, 41, 43, 54, 57) and 13 never apply to them; keys
+    /// amount, so the card checks (05, 14, 41, 43, 54, 57) and 13 never apply to them (54
+    /// does to a card whose expiry month ended during the run: `Wire::check` allows it); keys
     /// are new, so 94 applies only to an order already paid (in an earlier run). A completion
     /// or reversal follows an approved original: 00, or 25 when the original is not where it
     /// went (its connection moved to another replica with a state of its own). 96 (internal
@@ -125,6 +126,7 @@ const C13: [u8; 2] = *b"13";
 const C14: [u8; 2] = *b"14";
 const C25: [u8; 2] = *b"25";
 const C51: [u8; 2] = *b"51";
+const C54: [u8; 2] = *b"54";
 const C61: [u8; 2] = *b"61";
 const C94: [u8; 2] = *b"94";
 
@@ -197,6 +199,21 @@ pub struct Wire<'a> {
     pub framer: &'a LengthFramer,
     pub data: &'a Data,
     pub terminal: &'a str,
+}
+
+impl Wire<'_> {
+    /// Whether the request's card has expired since the data was loaded (a run across the
+    /// end of its expiry month): 54 is then right. Read only for a 54, so the clock is too.
+    fn expired_since_loaded(&self, req: &Req) -> bool {
+        match req.pan {
+            PanRef::Card(i) => self
+                .data
+                .cards
+                .get(i as usize)
+                .is_some_and(|c| c.expired_at(crate::clock::unix_now())),
+            _ => false,
+        }
+    }
 }
 
 fn mti(v: u16) -> Option<Mti> {
@@ -326,7 +343,8 @@ impl Wire<'_> {
             .map(|_| buf)
             .ok_or(Mismatch::MissingField(39))?;
         let (allowed, expected) = req.kind.codes();
-        if !allowed.contains(&code) {
+        let expired = code == C54 && self.expired_since_loaded(req);
+        if !(allowed.contains(&code) || expired) {
             return Err(Mismatch::Code { code, expected });
         }
         if &code == b"00" {
@@ -437,13 +455,21 @@ mod tests {
         r: &Req,
         tweak: impl FnOnce(&mut MessageBuilder<'_, '_>),
     ) -> Result<Option<[u8; 2]>, Mismatch> {
+        round_trip_with(&data(), r, tweak)
+    }
+
+    /// As `round_trip`, on the data set `data`.
+    fn round_trip_with(
+        data: &Data,
+        r: &Req,
+        tweak: impl FnOnce(&mut MessageBuilder<'_, '_>),
+    ) -> Result<Option<[u8; 2]>, Mismatch> {
         let spec = codec::builtin("iso87-binary").unwrap();
         let framer = LengthFramer::default();
-        let data = data();
         let wire = Wire {
             spec,
             framer: &framer,
-            data: &data,
+            data,
             terminal: "LG000001",
         };
         let mut out = BytesMut::new();
@@ -564,6 +590,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_54_is_right_for_a_card_whose_month_ended_during_the_run() {
+        // Loaded in November 2025, when its 2511 expiry was still good; checked now.
+        let accounts = "pan,expiry,status,currency,balance,daily_limit\n\
+            5555555555554444,2511,active,978,5.00,5.00\n";
+        let expiring = Data::parse(accounts, "", 1_764_153_900).unwrap();
+        let mut r = req(Kind::Purchase);
+        r.currency = 978;
+        let expired = |b: &mut MessageBuilder<'_, '_>| {
+            b.clear(38).set(39, "54").unwrap();
+        };
+        assert_eq!(round_trip_with(&expiring, &r, expired), Ok(Some(*b"54")));
+        // A card still valid (3012) must not get it.
+        assert_eq!(
+            round_trip(&req(Kind::Purchase), expired).map_err(|m| m.code()),
+            Err(Some(*b"54"))
+        );
     }
 
     #[test]

@@ -384,7 +384,7 @@ async fn fake_server(how: Fake) -> String {
                     let amount = req.field(4).and_then(|f| f.to_u64()).unwrap_or(0);
                     let stan = req.field(11).and_then(|f| f.to_u64()).unwrap_or(0);
                     let mut b = MessageBuilder::new(spec, req.mti().response().expect("request"));
-                    for f in [2, 3, 4, 7, 11, 41, 49, 70] {
+                    for f in [2, 3, 4, 7, 11, 41, 42, 49, 70] {
                         b.copy_from(&req, f).expect("copy");
                     }
                     match how {
@@ -739,6 +739,51 @@ async fn a_connection_lost_in_the_warm_up_is_a_warm_up_error() {
     // The loss, and the request in flight on it.
     assert_eq!(n(&r["warmup"], "errors"), 2, "{r:#}");
     assert!(n(&r, "received") > 0, "{r:#}");
+    assert_accounts(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_lost_for_good_in_the_warm_up_is_a_run_error() {
+    // The target goes for good 200 ms into the 1 s warm-up: the measured window never had
+    // this connection's load, so the loss is the run's, not the warm-up's.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let target = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        if let Ok((stream, _)) = listener.accept().await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            drop(listener);
+            drop(stream);
+        }
+    });
+    let (out, r) = run_on_demo(
+        &target,
+        "--connections 1 --pipeline 3 --duration 500ms --warmup 1s --timeout 500ms --mix purchase=100",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(n(&r["error_kinds"], "connection"), 1, "{r:#}");
+    // The three requests in flight on it were warm-up requests.
+    assert_eq!(n(&r["warmup"], "errors"), 3, "{r:#}");
+    assert_accounts(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_answered_96_stays_in_play() {
+    // 96 applied nothing: the order is still open and is offered again. Were it dropped, the
+    // demo data's 10 orders would run out and the rest would go out as plain purchases.
+    let target = fake_server(Fake::Failing).await;
+    let (out, r) = run_on_demo(
+        &target,
+        "--connections 1 --pipeline 2 --duration 500ms --warmup 0s --mix order=100",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let req = &r["requests"];
+    assert!(n(&req["0200_order_payment"], "sent") > 10, "{req:#}");
+    assert!(
+        req.get("0200_purchase").is_none(),
+        "no plain purchase: {req:#}"
+    );
     assert_accounts(&r);
 }
 

@@ -289,10 +289,19 @@ async fn network_management_and_unsupported_mti(store: Store) {
     let mut body = bytes::BytesMut::new();
     let spec = codec::builtin("iso87-binary").expect("spec");
     let mut b = codec::MessageBuilder::new(spec, codec::Mti::parse("0800").expect("mti"));
-    b.set(7, "1126104500").expect("7").set(11, "000778").expect("11");
-    b.set(41, "TERM0001").expect("41").set(70, "301").expect("70");
+    b.set(7, "1126104500")
+        .expect("7")
+        .set(11, "000778")
+        .expect("11");
+    b.set(41, "TERM0001")
+        .expect("41")
+        .set(70, "301")
+        .expect("70");
     b.encode_into(&mut body).expect("encode");
-    let pos = body.windows(10).position(|w| w == b"1126104500").expect("DE 7");
+    let pos = body
+        .windows(10)
+        .position(|w| w == b"1126104500")
+        .expect("DE 7");
     body[pos + 2] = b'Z';
     client.send_raw(&body).await;
     let r = client.recv().await;
