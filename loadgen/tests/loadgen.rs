@@ -746,15 +746,7 @@ async fn a_connection_lost_in_the_warm_up_is_a_warm_up_error() {
 async fn a_connection_lost_for_good_in_the_warm_up_is_a_run_error() {
     // The target goes for good 200 ms into the 1 s warm-up: the measured window never had
     // this connection's load, so the loss is the run's, not the warm-up's.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let target = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        if let Ok((stream, _)) = listener.accept().await {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            drop(listener);
-            drop(stream);
-        }
-    });
+    let target = vanishing_target(Duration::from_millis(200)).await;
     let (out, r) = run_on_demo(
         &target,
         "--connections 1 --pipeline 3 --duration 500ms --warmup 1s --timeout 500ms --mix purchase=100",
@@ -813,21 +805,26 @@ async fn a_ctrl_c_at_a_low_rate_ends_the_run_at_once() {
     assert_eq!(n(&r["error_kinds"], "unsent"), 0, "{r:#}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_target_that_is_gone_ends_the_run_on_time() {
-    // A listener that takes one connection, stops listening, then closes the connection:
-    // every attempt to open it again is refused until the run ends. (Closing the connection
-    // first raced loadgen's immediate reconnect: the kernel completed it on the listener
-    // still bound, and it was reset when the listener went.)
+/// A listener that takes one connection, stops listening `after`, then closes the
+/// connection: every attempt to open it again is refused until the run ends. (Closing the
+/// connection first raced loadgen's immediate reconnect: the kernel completed it on the
+/// listener still bound, and it was reset when the listener went.)
+async fn vanishing_target(after: Duration) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let target = listener.local_addr().expect("addr").to_string();
     tokio::spawn(async move {
         if let Ok((stream, _)) = listener.accept().await {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(after).await;
             drop(listener);
             drop(stream);
         }
     });
+    target
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_is_gone_ends_the_run_on_time() {
+    let target = vanishing_target(Duration::from_millis(200)).await;
     let started = Instant::now();
     let (out, r) = run_on_demo(
         &target,
@@ -852,15 +849,7 @@ async fn a_target_that_is_gone_ends_the_run_on_time() {
 async fn open_loop_requests_due_on_a_lost_connection_are_unsent_errors() {
     // As above, the target goes for good after 200 ms; here the load is open loop, so what
     // fell due afterwards was never sent: errors, not a quietly lower rate.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let target = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        if let Ok((stream, _)) = listener.accept().await {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            drop(listener);
-            drop(stream);
-        }
-    });
+    let target = vanishing_target(Duration::from_millis(200)).await;
     let (out, r) = run_on_demo(
         &target,
         "--connections 1 --rate 200 --duration 1s --warmup 0s --timeout 500ms --mix purchase=100",
