@@ -556,8 +556,9 @@ impl Conn {
             }
             Err(m) => {
                 self.live_now[ERRORS] += 1;
+                let code = m.code();
                 if entry.measured {
-                    match m.code() {
+                    match code {
                         // Counted among the codes too: a switch answering 96 shows it there.
                         Some(c) => {
                             self.stats.errors.unexpected_code += 1;
@@ -568,10 +569,10 @@ impl Conn {
                 } else {
                     self.stats.warmup.errors += 1;
                 }
-                if m.code().is_some() {
+                if code.is_some() {
                     // A decline all the same (a 96 applied nothing): an order goes back in
                     // the pool; nothing follows an unapproved original.
-                    self.follow_up(&entry.req, m.code());
+                    self.follow_up(&entry.req, code);
                 }
                 let mti = msg.mti();
                 self.stats
@@ -658,11 +659,10 @@ impl Conn {
     /// request is an error (`lost_in_flight`) and abandoned, never answered; what was encoded
     /// but not yet written goes with it (those requests are in flight too).
     fn lost(&mut self, why: &str) {
-        // A loss in the warm-up is reported with the warm-up's figures, not the run's, if the
-        // connection is open again before the warm-up ends (`reopened`; else `finish` moves
-        // it to the run's errors: the measured window lacked this connection's load).
+        // A loss in the warm-up is counted once it is known whose it is: the warm-up's if the
+        // connection is open again before the warm-up ends (`reopened`), else the run's
+        // (`finish`: the measured window lacked this connection's load).
         if Instant::now() < self.sh.warm_end {
-            self.stats.warmup.errors += 1;
             self.down_in_warmup = true;
         } else {
             self.stats.errors.connection += 1;
@@ -694,15 +694,15 @@ impl Conn {
     /// The connection is open again after a loss.
     fn reopened(&mut self) {
         self.stats.reconnects += 1;
-        if Instant::now() < self.sh.warm_end {
+        if self.down_in_warmup && Instant::now() < self.sh.warm_end {
             self.down_in_warmup = false;
+            self.stats.warmup.errors += 1;
         }
     }
 
     fn finish(mut self) -> ConnStats {
         if self.down_in_warmup {
             // Lost in the warm-up and not back before it ended: a loss of the run.
-            self.stats.warmup.errors -= 1;
             self.stats.errors.connection += 1;
         }
         self.stats.errors.unsent += self.unsent();

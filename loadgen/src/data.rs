@@ -63,17 +63,23 @@ impl Card {
     /// Whether the card's expiry month (`YYMM`, 20YY) is before the month of `now` (Unix
     /// seconds): usable when the data was loaded, a run across the month's end expires it.
     pub fn expired_at(&self, now: i64) -> bool {
-        let digits = |r: std::ops::Range<usize>| {
-            self.expiry.get(r).map(|d| {
-                d.iter()
-                    .fold(0u32, |v, b| v * 10 + u32::from(b.wrapping_sub(b'0')))
-            })
-        };
-        match (digits(0..2), digits(2..4)) {
-            (Some(yy), Some(mm)) => (2000 + i64::from(yy), mm) < crate::clock::year_month(now),
-            _ => false,
-        }
+        expiry_month(&self.expiry).is_some_and(|m| m < crate::clock::year_month(now))
     }
+}
+
+/// A `YYMM` expiry as (year 20YY, month); `None` unless four digits with a month 01-12.
+fn expiry_month(expiry: &[u8]) -> Option<(i64, u32)> {
+    let [y1, y2, m1, m2] = *expiry else {
+        return None;
+    };
+    if !expiry.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let digit = |b: u8| u32::from(b - b'0');
+    let month = digit(m1) * 10 + digit(m2);
+    (1..=12)
+        .contains(&month)
+        .then(|| (2000 + i64::from(digit(y1) * 10 + digit(y2)), month))
 }
 
 impl std::fmt::Debug for Card {
@@ -256,19 +262,11 @@ impl Data {
                 if !(12..=19).contains(&pan.len()) || !luhn_ok(pan.as_bytes()) {
                     return None;
                 }
-                if expiry.len() != 4 || !expiry.bytes().all(|b| b.is_ascii_digit()) {
-                    return None;
-                }
-                let yy: i64 = expiry.get(..2)?.parse().ok()?;
-                let mm: u32 = expiry.get(2..)?.parse().ok()?;
-                if !(1..=12).contains(&mm) {
-                    return None;
-                }
+                let expires = expiry_month(expiry.as_bytes())?;
                 let balance = cols
                     .get(&row, "balance")
                     .and_then(|b| parse_minor(b, exponent(currency)));
-                let usable =
-                    status.eq_ignore_ascii_case("active") && (2000 + yy, mm) >= (year, month);
+                let usable = status.eq_ignore_ascii_case("active") && expires >= (year, month);
                 Some((pan, expiry, currency, balance, usable))
             })();
             let Some((pan, expiry, currency, balance_minor, usable)) = parsed else {

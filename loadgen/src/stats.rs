@@ -15,7 +15,8 @@
 //! that were in flight on a lost connection (`lost_in_flight`: never answered, so also
 //! `abandoned`), requests that could not be encoded (`encode`) and, in open loop, measured
 //! requests that fell due and were never sent (`unsent`: their connection was lost for good,
-//! or a second Ctrl-C cut the drain short; not in `sent`). A lost connection is opened again (`reconnects`) and the run goes on.
+//! or a second Ctrl-C cut the drain short; not in `sent`). A lost connection is opened again
+//! (`reconnects`) and the run goes on.
 //! `tps` counts only `answered_in_window`: measured answers that passed their checks and
 //! arrived before the window closed, so a backlog answered in the drain is not throughput.
 

@@ -33,11 +33,12 @@ pub fn classify(msg: &Message<'_>) -> Action {
     let Some(response_mti) = msg.mti().response() else {
         return Action::Skip(SkipReason::NotARequest);
     };
+    let base = base(msg.mti());
     let format_error = Action::Answer {
         response_mti,
         code: "30",
         // An 0800's 30 is still a network management answer: 7, 11, 41 and 70 echoed.
-        network: base(msg.mti()) == 800,
+        network: base == 800,
     };
     if msg.error().is_some() {
         // Answer 30 only when the reply can be matched: DE 11 was read.
@@ -47,7 +48,7 @@ pub fn classify(msg: &Message<'_>) -> Action {
             Action::Skip(SkipReason::NoStan)
         };
     }
-    match base(msg.mti()) {
+    match base {
         800 => network_management(msg, response_mti),
         100 | 200 | 220 | 400 | 420 => match financial(msg) {
             Some(req) => Action::Route(req),
