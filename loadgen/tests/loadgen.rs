@@ -45,14 +45,32 @@ async fn start_switch_with(spec: &str, framing: &str) -> Switch {
     Switch { running, dir }
 }
 
-/// Runs loadgen to completion (off the runtime's threads) and returns its output.
+/// How long a loadgen run of these tests may take before it is killed as stuck.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs loadgen to completion (off the runtime's threads) and returns its output; a run still
+/// going after [`RUN_LIMIT`] is killed, and its output then shows the signal.
 async fn loadgen(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
-        Command::new(LOADGEN)
+        let child = Command::new(LOADGEN)
             .args(&args)
             .stdin(Stdio::null())
-            .output()
-            .expect("loadgen runs")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("loadgen runs");
+        let pid = child.id().to_string();
+        let (ended, watched) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watched.recv_timeout(RUN_LIMIT)
+            {
+                let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            }
+        });
+        let out = child.wait_with_output().expect("loadgen runs");
+        drop(ended);
+        watchdog.join().expect("watchdog");
+        out
     })
     .await
     .expect("join")
@@ -501,6 +519,68 @@ async fn silence_counts_as_timeouts() {
     assert_eq!(n(&r, "timeouts"), n(&r, "sent"));
     assert_eq!(n(&r, "errors"), 0);
     assert_eq!(r["latency_us"]["max"], 0);
+    assert_accounts(&r);
+}
+
+/// A server that answers no request and writes well-formed answers to a STAN nobody sent as
+/// fast as the connection takes them (blocking writes on threads of its own, so that no
+/// scheduler sits between them): loadgen's socket is nearly always readable.
+fn flooding_server() -> String {
+    use std::io::{Read, Write};
+    let spec = codec::builtin("iso87-binary").expect("spec");
+    let mut b = MessageBuilder::new(spec, codec::Mti::new(*b"0210").expect("MTI"));
+    b.set(7, "1127120000")
+        .expect("7")
+        .set(11, "999999")
+        .expect("11");
+    b.set(39, "00")
+        .expect("39")
+        .set(41, "FLOOD001")
+        .expect("41");
+    let mut body = BytesMut::new();
+    b.encode_into(&mut body).expect("encode");
+    let mut burst = Vec::new();
+    for _ in 0..4096 {
+        burst.extend_from_slice(&u16::try_from(body.len()).expect("short").to_be_bytes());
+        burst.extend_from_slice(&body);
+    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut wr) = stream else { return };
+            let mut rd = wr.try_clone().expect("clone");
+            std::thread::spawn(move || {
+                let mut sink = vec![0u8; 64 * 1024];
+                while matches!(rd.read(&mut sink), Ok(n) if n > 0) {}
+            });
+            let burst = burst.clone();
+            std::thread::spawn(move || while wr.write_all(&burst).is_ok() {});
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_never_lets_the_socket_rest_cannot_hold_off_timeouts() {
+    // The connection loop reads before anything else while frames are ready; its timeouts
+    // must still be expired, or this run never drains. Whether its housekeeping tick is
+    // ever polled here depends on scheduling; the housekeeping at the loop's top makes it
+    // certain. Without it (the fix of `9e762a5`) this test hung in 1 of 11 runs here: it
+    // guards the loop against a stall, not that fix on every run.
+    let target = flooding_server();
+    let started = Instant::now();
+    let (out, r) = run_on_demo(&target, "--connections 1 --pipeline 4 --duration 500ms --warmup 0s --timeout 200ms --mix purchase=100").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "ended in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(n(&r, "received"), 0, "{r:#}");
+    assert!(n(&r, "sent") >= 4, "{r:#}");
+    assert_eq!(n(&r, "timeouts"), n(&r, "sent"), "{r:#}");
+    assert!(n(&r["error_kinds"], "unmatched") > 0, "{r:#}");
     assert_accounts(&r);
 }
 
