@@ -1,16 +1,17 @@
-//! Masking of card data for logs and default CLI output (PCI DSS 3.3/3.4 style): the PAN keeps
-//! its BIN (first 6) and last 4 digits, track 2 (DE 35), track 1 (DE 45), the PIN block (DE 52)
-//! and ICC data (DE 55) are wiped to `*` of the same length.
+//! Masking of card data for logs and default CLI output (PCI DSS 3.3/3.4 style): the PAN (DE 2)
+//! and the extended PAN (DE 34) keep their BIN (first 6) and last 4 characters; track 2 (DE
+//! 35), track 3 (DE 36), track 1 (DE 45), the PIN block (DE 52) and ICC data (DE 55) are wiped
+//! to `*` of the same length.
 
 use std::fmt;
 
 use crate::message::Value;
 
 /// Data elements wiped entirely.
-pub const WIPED_FIELDS: [usize; 4] = [35, 45, 52, 55];
+pub const WIPED_FIELDS: [usize; 5] = [35, 36, 45, 52, 55];
 
 /// Data elements masked as a PAN.
-pub const PAN_FIELDS: [usize; 1] = [2];
+pub const PAN_FIELDS: [usize; 2] = [2, 34];
 
 /// How a field's value is shown in logs.
 pub fn is_sensitive(field: usize) -> bool {
@@ -105,10 +106,18 @@ mod tests {
         let shown = Masked::new(35, v).to_string();
         assert!(shown.chars().all(|c| c == '*'));
         assert_eq!(shown.len(), 37);
+        let track3 = Masked::new(36, Value::Text("011234567890123=724")).to_string();
+        assert_eq!(track3, "*".repeat(19));
         assert_eq!(
             Masked::new(41, Value::Text("TERM0001")).to_string(),
             "TERM0001"
         );
+    }
+
+    #[test]
+    fn the_extended_pan_is_masked_as_a_pan() {
+        let shown = Masked::new(34, Value::Text("4761739001010010")).to_string();
+        assert_eq!(shown, "476173******0010");
     }
 
     #[test]

@@ -36,9 +36,13 @@
 //!   card (14, BIN table, 41/43/05, 54, 57) and the amount (13). Without DE 48 it goes on to
 //!   funds (51) and the daily limit (61); with DE 48 it first sends `Reserve` to O, which
 //!   checks the order (25, 13, 94) and, if payable, marks it paid by this payment at once;
-//!   A then checks funds and limit, and on a decline sends `Release` to O. A applies the
-//!   debit or hold and sends `Decided` to K, which records the transaction, stores the
-//!   answer under the key (with a new approval code if approved) and emits the replies.
+//!   A then checks funds and limit, and on a decline sends `Release` to O. A payment A can
+//!   already see it will decline for funds or limit sends `CheckOrder` instead: O answers
+//!   its checks (`OrderChecked`) and reserves nothing, so the order's 25, 13 or 94 still
+//!   come first and the payment never holds the order against another that can pay; if
+//!   funds came in meanwhile, A sends `Reserve` after all. A applies the debit or hold and
+//!   sends `Decided` to K, which records the transaction, stores the answer under the key
+//!   (with a new approval code if approved) and emits the replies.
 //! - **Balance inquiry**: K (idempotency only, nothing stored) -> A, which answers directly
 //!   with DE 54.
 //! - **Completion / reversal**: decided entirely on K against the original's record, which
@@ -50,7 +54,9 @@
 //!   once, nothing changed); completions and reversals of an original still in flight wait
 //!   on its record and run when it is decided.
 //! - Two payments of one order: O serializes them; the first reservation wins and the other
-//!   answers 94, whichever A decides first.
+//!   answers 94, whichever A decides first. A payment its card cannot make reserves nothing,
+//!   so it cannot make a payable one answer 94 and leave the order open (only its funds
+//!   changing between A's look and O's answer can still do that).
 //!
 //! Replies can come from any shard (balance inquiries from A); `token` tells the switch
 //! which connection and request.

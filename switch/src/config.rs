@@ -125,10 +125,14 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path}: {source}")]
+    /// Where the file stops parsing and why, without toml's excerpt of the line: that line
+    /// may be the store's URL with its password.
+    #[error("config file {path}, line {line}, column {column}: {message}")]
     Parse {
         path: PathBuf,
-        source: Box<toml::de::Error>,
+        line: usize,
+        column: usize,
+        message: String,
     },
     #[error("{key}: {reason}")]
     Invalid { key: &'static str, reason: String },
@@ -141,9 +145,19 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source: Box::new(source),
+        toml::from_str(&text).map_err(|e| {
+            let at = e.span().map_or(0, |span| span.start).min(text.len());
+            let before = &text.as_bytes()[..at];
+            let line_start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line: before.iter().filter(|&&b| b == b'\n').count() + 1,
+                column: at - line_start + 1,
+                message: e.message().trim_end().to_owned(),
+            }
         })
     }
 

@@ -118,8 +118,13 @@ fn financial(msg: &Message<'_>) -> Option<Request> {
     if let Some(f) = msg.field(42) {
         req.merchant = Some(MerchantId::new(f.text_bytes(&mut buf)?).ok()?);
     }
-    if let Some(f) = msg.field(48) {
-        // The order reference is the only per-request heap value, and only on order payments.
+    // DE 48 is the merchant's order reference on 0100/0200 only (PROTOCOL.md 2, Orders); on
+    // other messages it is read (malformed content is a 30) but not kept, so free text an
+    // acquirer sends there never reaches the journal. The only per-request heap value.
+    if let Some(f) = msg
+        .field(48)
+        .filter(|_| matches!(base(msg.mti()), 100 | 200) && !inquiry)
+    {
         req.order_ref = Some(f.to_string());
     }
     if let Some(f) = msg.field(90) {

@@ -67,6 +67,27 @@ fn unknown_config_key_fails_naming_it() {
 }
 
 #[test]
+fn a_config_that_does_not_parse_is_refused_without_quoting_the_line() {
+    // The line may be the store's URL, password and all.
+    let dir = tempfile::tempdir().expect("tmp");
+    let cfg = dir.path().join("switch.toml");
+    let text = "listen = \"127.0.0.1:1\"\nstore = \"postgres://switch:s3cret-pw@db:5432/switch\n";
+    std::fs::write(&cfg, text).expect("write");
+    let o = run(&["--config", cfg.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("switch.toml, line 2, column"), "{err}");
+    assert!(!err.contains("s3cret"), "{err}");
+    // A value of the wrong type is named with its key, still without the line.
+    std::fs::write(&cfg, "listen = \"127.0.0.1:1\"\nshards = \"two\"\n").expect("write");
+    let o = run(&["--config", cfg.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("line 2, column 10"), "{err}");
+    assert!(err.contains("invalid type"), "{err}");
+}
+
+#[test]
 fn bad_flag_values_fail_with_a_clear_error() {
     let o = run(&["--framing", "len3"]);
     assert!(!o.status.success());

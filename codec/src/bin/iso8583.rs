@@ -59,7 +59,8 @@ struct SpecArg {
 struct MessageArgs {
     #[command(flatten)]
     spec: SpecArg,
-    /// Show card data: the full PAN (2) and track data, PIN block and ICC data (35, 45, 52, 55).
+    /// Show card data: the full PANs (2, 34) and track data, PIN block and ICC data (35, 36, 45,
+    /// 52, 55).
     #[arg(long)]
     reveal: bool,
     /// One message in hex (whitespace ignored).

@@ -126,9 +126,55 @@ impl Shard {
         }
         if let Some(order) = &ctx.order {
             let o = order.shard(self.shard_count);
-            return self.send(o, Msg::Reserve(ctx), out);
+            // A payment this card cannot make does not reserve the order: another payment of
+            // it may be on its way, and must not get 94 for an order that stays open.
+            let msg = match self.shortfall(now, &ctx) {
+                Some(_) => Msg::CheckOrder(ctx),
+                None => Msg::Reserve(ctx),
+            };
+            return self.send(o, msg, out);
         }
         self.settle(now, ctx, out);
+    }
+
+    /// O's answer to a `CheckOrder`: its 25, 13 or 94, else the funds or limit decline.
+    /// Funds may have come in meanwhile (a reversal's credit): then the order is reserved
+    /// after all, and the payment goes on as any other.
+    pub(super) fn on_order_checked(
+        &mut self,
+        now: Now,
+        mut ctx: Box<AuthCtx>,
+        result: Result<(), ResponseCode>,
+        out: &mut Vec<Output>,
+    ) {
+        let code = match result {
+            Err(code) => code,
+            Ok(()) => match self.shortfall(now, &ctx) {
+                Some(code) => code,
+                None => {
+                    let o = ctx
+                        .order
+                        .as_ref()
+                        .map_or(self.id, |k| k.shard(self.shard_count));
+                    return self.send(o, Msg::Reserve(ctx), out);
+                }
+            },
+        };
+        // Nothing was reserved: nothing to release.
+        ctx.order = None;
+        self.decide(now, &ctx, code, out);
+    }
+
+    /// Why this card cannot pay `ctx.amount` now: funds (51), then the daily limit (61).
+    fn shortfall(&self, now: Now, ctx: &AuthCtx) -> Option<ResponseCode> {
+        let acct = self.accounts.get(&ctx.pan)?;
+        if ctx.amount > acct.balance - acct.held {
+            Some(ResponseCode::InsufficientFunds)
+        } else if acct.total_on(now.utc_day()).saturating_add(ctx.amount) > acct.daily_limit {
+            Some(ResponseCode::ExceedsLimit)
+        } else {
+            None
+        }
     }
 
     /// O's answer to a reservation.
@@ -152,25 +198,20 @@ impl Shard {
     /// Funds (51) and daily limit (61), then the debit or hold. A declined payment that had
     /// reserved its order releases it.
     fn settle(&mut self, now: Now, mut ctx: Box<AuthCtx>, out: &mut Vec<Output>) {
-        let today = now.utc_day();
-        let code = match self.accounts.get_mut(&ctx.pan) {
-            None => ResponseCode::InvalidCardNumber,
-            Some(acct) => {
-                let available = acct.balance - acct.held;
-                if ctx.amount > available {
-                    ResponseCode::InsufficientFunds
-                } else if acct.total_on(today).saturating_add(ctx.amount) > acct.daily_limit {
-                    ResponseCode::ExceedsLimit
-                } else {
+        let code = match self.shortfall(now, &ctx) {
+            Some(code) => code,
+            None => match self.accounts.get_mut(&ctx.pan) {
+                None => ResponseCode::InvalidCardNumber,
+                Some(acct) => {
                     match ctx.kind {
                         AuthKind::Purchase => acct.balance -= ctx.amount,
                         AuthKind::Hold => acct.held += ctx.amount,
                         AuthKind::Inquiry => {}
                     }
-                    acct.count(today, ctx.amount);
+                    acct.count(now.utc_day(), ctx.amount);
                     ResponseCode::Approved
                 }
-            }
+            },
         };
         if !code.is_approved() {
             if let Some(order) = ctx.order.take() {

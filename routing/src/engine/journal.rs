@@ -190,6 +190,9 @@ const MSG_RELEASE: u8 = 6;
 const MSG_APPLIED: u8 = 7;
 /// [`MSG_DECIDED`] followed by the approval code the card's shard gave (newer journals).
 const MSG_DECIDED_APPROVED: u8 = 8;
+/// [`Msg::CheckOrder`] and [`Msg::OrderChecked`] (newer journals).
+const MSG_CHECK_ORDER: u8 = 9;
+const MSG_ORDER_CHECKED: u8 = 10;
 
 impl Wire for Msg {
     fn put(&self, out: &mut Vec<u8>) {
@@ -203,12 +206,22 @@ impl Wire for Msg {
                 put_u8(out, MSG_AUTHORIZE);
                 ctx.put(out);
             }
-            Self::Reserve(ctx) => {
-                put_u8(out, MSG_RESERVE);
+            Self::Reserve(ctx) | Self::CheckOrder(ctx) => {
+                let tag = if matches!(self, Self::Reserve(_)) {
+                    MSG_RESERVE
+                } else {
+                    MSG_CHECK_ORDER
+                };
+                put_u8(out, tag);
                 ctx.put(out);
             }
-            Self::Reserved { ctx, result } => {
-                put_u8(out, MSG_RESERVED);
+            Self::Reserved { ctx, result } | Self::OrderChecked { ctx, result } => {
+                let tag = if matches!(self, Self::Reserved { .. }) {
+                    MSG_RESERVED
+                } else {
+                    MSG_ORDER_CHECKED
+                };
+                put_u8(out, tag);
                 ctx.put(out);
                 match result {
                     Ok(()) => put_u8(out, 0),
@@ -282,7 +295,8 @@ impl Wire for Msg {
             },
             MSG_AUTHORIZE => Self::Authorize(Box::new(AuthCtx::get(r)?)),
             MSG_RESERVE => Self::Reserve(Box::new(AuthCtx::get(r)?)),
-            MSG_RESERVED => {
+            MSG_CHECK_ORDER => Self::CheckOrder(Box::new(AuthCtx::get(r)?)),
+            tag @ (MSG_RESERVED | MSG_ORDER_CHECKED) => {
                 let ctx = Box::new(AuthCtx::get(r)?);
                 let at = r.offset();
                 let result = match r.u8("reservation result")? {
@@ -295,7 +309,11 @@ impl Wire for Msg {
                         })
                     }
                 };
-                Self::Reserved { ctx, result }
+                if tag == MSG_RESERVED {
+                    Self::Reserved { ctx, result }
+                } else {
+                    Self::OrderChecked { ctx, result }
+                }
             }
             tag @ (MSG_DECIDED | MSG_DECIDED_APPROVED) => Self::Decided {
                 key: IdemKey::get(r)?,

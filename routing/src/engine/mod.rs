@@ -140,6 +140,8 @@ impl PeerMsg {
             Msg::Authorize(_) => "authorize",
             Msg::Reserve(_) => "reserve",
             Msg::Reserved { .. } => "reserved",
+            Msg::CheckOrder(_) => "check_order",
+            Msg::OrderChecked { .. } => "order_checked",
             Msg::Decided { .. } => "decided",
             Msg::Apply { .. } => "apply",
             Msg::Release { .. } => "release",
@@ -159,6 +161,14 @@ enum Msg {
     Reserve(Box<AuthCtx>),
     /// O -> A: the reservation's outcome.
     Reserved {
+        ctx: Box<AuthCtx>,
+        result: Result<(), ResponseCode>,
+    },
+    /// A -> O: the order checks only, nothing reserved, for a payment A will decline for
+    /// funds or limit unless the order answers first (its 25, 13 or 94 come before 51 and 61).
+    CheckOrder(Box<AuthCtx>),
+    /// O -> A: the order checks' outcome for a `CheckOrder`.
+    OrderChecked {
         ctx: Box<AuthCtx>,
         result: Result<(), ResponseCode>,
     },
@@ -855,6 +865,8 @@ impl Shard {
             Msg::Authorize(ctx) => self.on_authorize(now, ctx, out),
             Msg::Reserve(ctx) => self.on_reserve(ctx, out),
             Msg::Reserved { ctx, result } => self.on_reserved(now, ctx, result, out),
+            Msg::CheckOrder(ctx) => self.on_check_order(ctx, out),
+            Msg::OrderChecked { ctx, result } => self.on_order_checked(now, ctx, result, out),
             Msg::Decided {
                 key,
                 txn,

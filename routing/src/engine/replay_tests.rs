@@ -84,6 +84,11 @@ struct Traffic {
     rng: SplitMix64,
     stan: u32,
     sent: Vec<Request>,
+    /// The order payments sent that can be approved: every third reversal takes one of them
+    /// in turn, so that orders are reopened (without drawing on `rng`, so that the rest of
+    /// the traffic stays what it was).
+    order_payments: Vec<Request>,
+    reversals: usize,
 }
 
 impl Traffic {
@@ -92,6 +97,8 @@ impl Traffic {
             rng: SplitMix64::new(seed),
             stan: 0,
             sent: Vec::new(),
+            order_payments: Vec::new(),
+            reversals: 0,
         }
     }
 
@@ -166,6 +173,14 @@ impl Traffic {
                 if self.pick(4) != 0 {
                     r.amount = Some(2_500);
                 }
+                // Those that can be approved (an open order, a card that can pay it).
+                let payable = r.amount == Some(2_500)
+                    && r.currency == Some(840)
+                    && r.order_ref.as_deref() != Some("GONE")
+                    && [card(0), card(1), card(2)].contains(&r.pan.unwrap());
+                if payable {
+                    self.order_payments.push(r.clone());
+                }
                 r
             }
             5 => match self.earlier() {
@@ -178,6 +193,13 @@ impl Traffic {
             },
             6 => match self.earlier() {
                 Some(orig) => {
+                    self.reversals += 1;
+                    let orig = match self.order_payments.len() {
+                        n if n > 0 && self.reversals.is_multiple_of(3) => {
+                            self.order_payments[self.reversals / 3 % n].clone()
+                        }
+                        _ => orig,
+                    };
                     let m = if self.pick(2) == 0 { 400 } else { 420 };
                     self.referring(m, &orig)
                 }
@@ -453,6 +475,8 @@ fn traffic_covers_the_protocol() {
         "authorize",
         "reserve",
         "reserved",
+        "check_order",
+        "order_checked",
         "decided",
         "apply",
         "release",

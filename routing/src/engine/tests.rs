@@ -1216,6 +1216,56 @@ fn concurrent_payments_of_one_order_approve_exactly_one() {
     }
 }
 
+#[test]
+fn a_payment_the_card_cannot_make_does_not_keep_the_order_from_another() {
+    // PROTOCOL.md 2, Orders: of two concurrent payments exactly one is approved. When the
+    // first to reach the order cannot pay (51), the other must not get 94 for an order that
+    // stays open: in every order of delivery, the payable one is approved.
+    for n in [1, 4] {
+        for seed in 0..32 {
+            let mut t = T::new(n);
+            t.c.shuffle_deliveries(seed);
+            let id = t.order_off(&card(RICH));
+            let poor = t.order_payment(200, &card(ZERO), 2_500, USD, &id);
+            let rich = t.order_payment(200, &card(RICH2), 2_500, USD, &id);
+            let a = t.c.submit(poor);
+            let b = t.c.submit(rich.clone());
+            t.c.run();
+            let poor_code = t.c.take_replies(a).remove(0).code;
+            let rich_code = t.c.take_replies(b).remove(0).code;
+            assert_eq!(rich_code, Approved, "n={n} seed={seed}");
+            // 51 if it came first; 94 if the order was paid when it came (order checks
+            // come before funds).
+            assert!(
+                matches!(poor_code, InsufficientFunds | Duplicate),
+                "n={n} seed={seed}: {poor_code:?}"
+            );
+            let o = t.c.order(&merchant(), &id).unwrap();
+            assert_eq!(
+                (o.status, o.paid_by),
+                (OrderStatus::Paid, Some(rich.own_txn()))
+            );
+        }
+    }
+}
+
+#[test]
+fn order_answers_come_before_funds_for_a_card_that_cannot_pay() {
+    both(|t| {
+        let id = t.order_off(&card(RICH));
+        let paid = t.order_payment(200, &card(RICH), 2_500, USD, &id);
+        assert_eq!(t.code(paid), Approved);
+        // The card cannot pay, but the order's own answers come first (25, 13, 94 before 51).
+        let p = t.order_payment(200, &card(ZERO), 2_500, USD, &id);
+        assert_eq!(t.code(p), Duplicate);
+        let p = t.order_payment(200, &card(ZERO), 2_499, USD, &id);
+        assert_eq!(t.code(p), InvalidAmount);
+        let p = t.order_payment(200, &card(ZERO), 2_500, USD, "NO-SUCH-ORDER");
+        assert_eq!(t.code(p), UnableToLocate);
+        assert_eq!(t.acct(ZERO).balance, 0);
+    });
+}
+
 // ===== balance inquiry =====
 
 #[test]

@@ -212,6 +212,11 @@ fn msg() -> BoxedStrategy<Msg> {
             ctx: Box::new(c),
             result: e.map_or(Ok(()), Err),
         }),
+        auth_ctx().prop_map(|c| Msg::CheckOrder(Box::new(c))),
+        (auth_ctx(), prop::option::of(code())).prop_map(|(c, e)| Msg::OrderChecked {
+            ctx: Box::new(c),
+            result: e.map_or(Ok(()), Err),
+        }),
         (
             key(),
             txn(),
@@ -412,6 +417,8 @@ fn every_msg_variant_is_generated_and_named() {
         "authorize",
         "reserve",
         "reserved",
+        "check_order",
+        "order_checked",
         "decided",
         "apply",
         "release",
