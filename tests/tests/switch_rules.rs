@@ -52,6 +52,7 @@ on_both_stores!(
     holds_complete_once_within_the_held_amount,
     orders_are_paid_once_and_reopened_by_reversal,
     balance_inquiry_in_a_zero_exponent_currency,
+    a_hold_and_a_purchase_may_share_41_11_7,
 );
 
 struct Cards {
@@ -349,6 +350,38 @@ async fn reversal_undoes_once_and_late_original_is_declined(store: Store) {
     assert_eq!(client.call("0200", &other.list()).await.code(), "00");
     let wrong_pan = purchase(&c.poor, 100, 301).set(90, &other.field90("0200"));
     assert_eq!(client.call("0400", &wrong_pan.list()).await.code(), "25");
+}
+
+async fn a_hold_and_a_purchase_may_share_41_11_7(store: Store) {
+    // The key is (MTI, 41, 11, 7): a 0100 and a 0200 with the same 41, 11 and 7 are two
+    // requests, each decided, answered, replayed and reversed on its own.
+    let (sw, c, _db) = switch(&store).await;
+    let mut client = sw.client().await;
+    let hold = purchase(&c.active, 20_000, 7);
+    let sale = purchase(&c.active, 5_000, 7);
+    let h = client.call("0100", &hold.list()).await;
+    let p = client.call("0200", &sale.list()).await;
+    assert_eq!((h.code(), p.code()), ("00", "00"));
+    assert_eq!(
+        balance(&mut client, &c.active, 8).await,
+        "0002840C000000075000"
+    );
+    // Retransmissions replay each its own answer.
+    assert_eq!(client.call("0100", &hold.list()).await.get(38), h.get(38));
+    assert_eq!(client.call("0200", &sale.list()).await.get(38), p.get(38));
+    // DE 90 names which one a reversal undoes.
+    let reversal = purchase(&c.active, 5_000, 9).set(90, &sale.field90("0200"));
+    assert_eq!(client.call("0400", &reversal.list()).await.code(), "00");
+    assert_eq!(
+        balance(&mut client, &c.active, 10).await,
+        "0002840C000000080000"
+    );
+    let complete = purchase(&c.active, 15_000, 11).set(90, &hold.field90("0100"));
+    assert_eq!(client.call("0220", &complete.list()).await.code(), "00");
+    assert_eq!(
+        balance(&mut client, &c.active, 12).await,
+        "0002840C000000085000"
+    );
 }
 
 async fn holds_complete_once_within_the_held_amount(store: Store) {

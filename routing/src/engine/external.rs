@@ -14,7 +14,9 @@
 //! ([`crate::wire`]), keyed by the encoded [`IdemKey`] / [`TxnId`]; each comes with the Unix
 //! second after which the store may delete it (`None`: keep, e.g. an open hold).
 
-use super::{AccountState, IdemEntry, OrderKey, OrderState, PayKind, Shard, TxnSlot, TxnState};
+use super::{
+    AccountState, IdemEntry, OrderKey, OrderState, PayKind, Shard, TxnRecord, TxnSlot, TxnState,
+};
 use crate::data::{Account, CardStatus, Order, OrderStatus};
 use crate::kind::TxnKind;
 use crate::message::{IdemKey, MerchantId, Mti, Request, TxnId};
@@ -229,7 +231,7 @@ impl Shard {
             && self
                 .txns
                 .values()
-                .all(|s| !matches!(s, TxnSlot::Pending(_)))
+                .all(|s| !matches!(s, TxnSlot::Pending(_)) && !s.has_pending_half())
     }
 
     /// The approval counter (approval codes are derived from it).
@@ -341,28 +343,46 @@ impl Shard {
     pub fn txn_row(&self, key: &[u8]) -> Result<Option<EntryRow>, WireError> {
         let k = decode::<TxnId>(key, "transaction id")?;
         let window = self.window_secs();
-        Ok(match self.txns.get(&k) {
-            Some(slot @ TxnSlot::Marker { expires }) => Some(EntryRow {
-                key: key.to_vec(),
-                value: encode(slot),
-                expires: Some(*expires),
-                order: None,
-            }),
-            Some(slot @ TxnSlot::Record(r)) => {
-                let open_hold =
-                    r.kind == PayKind::Hold && matches!(r.state, TxnState::Approved { .. });
-                Some(EntryRow {
+        let Some(slot) = self.txns.get(&k) else {
+            return Ok(None);
+        };
+        let records: Vec<&TxnRecord> = match slot {
+            TxnSlot::Marker { expires } => {
+                return Ok(Some(EntryRow {
                     key: key.to_vec(),
                     value: encode(slot),
-                    expires: (!open_hold).then(|| r.since.saturating_add(window)),
-                    order: r.order.as_ref().map(|o| OrderRef {
-                        merchant: o.merchant,
-                        order_id: o.order_id.clone(),
-                    }),
-                })
+                    expires: Some(*expires),
+                    order: None,
+                }))
             }
-            Some(TxnSlot::Pending(_)) | None => None,
-        })
+            TxnSlot::Pending(_) => return Ok(None),
+            TxnSlot::Record(r) => vec![r],
+            TxnSlot::Both(halves) => match &**halves {
+                [TxnSlot::Record(hold), TxnSlot::Record(purchase)] => vec![hold, purchase],
+                _ => return Ok(None),
+            },
+        };
+        // The row lives as long as its longest-lived original (an open hold: until it ends);
+        // one identity holds one order at most (`start_payment`).
+        let expiry = |r: &TxnRecord| {
+            let open_hold = r.kind == PayKind::Hold && matches!(r.state, TxnState::Approved { .. });
+            (!open_hold).then(|| r.since.saturating_add(window))
+        };
+        let expires = records
+            .iter()
+            .map(|r| expiry(r))
+            .collect::<Option<Vec<i64>>>();
+        Ok(Some(EntryRow {
+            key: key.to_vec(),
+            value: encode(slot),
+            expires: expires.map(|e| e.into_iter().max().unwrap_or(0)),
+            order: records.iter().find_map(|r| {
+                r.order.as_ref().map(|o| OrderRef {
+                    merchant: o.merchant,
+                    order_id: o.order_id.clone(),
+                })
+            }),
+        }))
     }
 }
 

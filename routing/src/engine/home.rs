@@ -195,15 +195,22 @@ impl Shard {
             Some(TxnSlot::Marker { .. }) => {
                 // PROTOCOL.md 2, Reversals: its reversal came first; the late original is
                 // declined, and a later reversal of it answers 00 with no change.
+                self.txns.remove(&txn);
                 self.record_declined(now, txn, kind, &req);
                 return self.answer(now, token, key, fp, ResponseCode::DoNotHonour, out);
             }
-            Some(TxnSlot::Pending(_) | TxnSlot::Record(_)) => {
-                // Another original (the other of 0100/0200) already holds this 41 + 11 + 7:
-                // its reversals could not tell the two apart, so this one is refused.
+            Some(slot) if slot.has(kind) => {
+                // An original of this kind with this identity has its key, whose entry the
+                // window let go while the record lives on (an open hold): not a new one.
                 return self.answer(now, token, key, fp, ResponseCode::Duplicate, out);
             }
-            None => {}
+            Some(slot) if slot.holds_an_order() && req.order_ref.is_some() => {
+                // The other of 0100/0200 under this identity pays an order too: one identity
+                // holds one order (a store row names one), so this one is refused.
+                return self.answer(now, token, key, fp, ResponseCode::Duplicate, out);
+            }
+            // Nothing yet, or the other of 0100/0200 (another key): this one joins it.
+            Some(_) | None => {}
         }
         let Some(pan) = req.pan.filter(Pan::is_card_number) else {
             self.record_declined(now, txn, kind, &req);
@@ -230,7 +237,7 @@ impl Shard {
             order: order.clone(),
             queued: Vec::new(),
         };
-        self.txns.insert(txn, TxnSlot::Pending(Box::new(record)));
+        self.add_original(txn, TxnSlot::Pending(Box::new(record)));
         let ctx = AuthCtx {
             home: self.id,
             token,
@@ -254,12 +261,12 @@ impl Shard {
     /// Drops the slot of `txn` if the window no longer protects it, so that expiry does not
     /// depend on when `purge_expired` last ran.
     fn forget_if_expired(&mut self, txn: &TxnId, now: Now) {
-        let window = self.window_secs();
-        if self
-            .txns
-            .get(txn)
-            .is_some_and(|s| s.expired(now.unix_secs(), window))
-        {
+        let (t, window) = (now.unix_secs(), self.window_secs());
+        let Some(slot) = self.txns.get_mut(txn) else {
+            return;
+        };
+        slot.drop_expired_half(t, window);
+        if slot.expired(t, window) {
             self.txns.remove(txn);
         }
     }
@@ -274,7 +281,18 @@ impl Shard {
             order: None,
             since: now.unix_secs(),
         };
-        self.txns.insert(txn, TxnSlot::Record(record));
+        self.add_original(txn, TxnSlot::Record(record));
+    }
+
+    /// Records an original (`Pending` or `Record`) under `txn`, beside the other of 0100/0200
+    /// if that is there.
+    fn add_original(&mut self, txn: TxnId, original: TxnSlot) {
+        match self.txns.get_mut(&txn) {
+            Some(other) => other.join(original),
+            None => {
+                self.txns.insert(txn, original);
+            }
+        }
     }
 
     /// A's decision on a hold or purchase: record it, answer every waiter, then run the
@@ -304,7 +322,13 @@ impl Shard {
         let approved = code.is_approved();
         let mut queued = Vec::new();
         // Replaced in place: one look-up, no removal and re-insertion.
-        if let Some(slot) = self.txns.get_mut(&txn) {
+        let slot = match self.txns.get_mut(&txn) {
+            Some(TxnSlot::Both(halves)) => halves
+                .iter_mut()
+                .find(|h| matches!(h, TxnSlot::Pending(p) if p.key == key)),
+            slot => slot,
+        };
+        if let Some(slot) = slot {
             if matches!(slot, TxnSlot::Pending(p) if p.key == key) {
                 let placeholder = TxnSlot::Marker { expires: 0 };
                 if let TxnSlot::Pending(p) = std::mem::replace(slot, placeholder) {
@@ -363,13 +387,19 @@ impl Shard {
     ) {
         let txn = req.target_txn();
         self.forget_if_expired(&txn, now);
-        let decision = match self.txns.get_mut(&txn) {
+        // A completion completes a hold: the 0100 under this identity.
+        let hold = self
+            .txns
+            .get_mut(&txn)
+            .and_then(|s| s.half_mut(PayKind::Hold));
+        let decision = match hold {
             Some(TxnSlot::Pending(p)) => {
                 p.queued.push((token, req));
                 return;
             }
             Some(TxnSlot::Record(rec)) => decide_completion(rec, &req, now),
-            None | Some(TxnSlot::Marker { .. }) => Err(ResponseCode::UnableToLocate),
+            // A purchase, a marker, or nothing: no hold.
+            _ => Err(ResponseCode::UnableToLocate),
         };
         match decision {
             Err(code) => self.answer(now, token, key, fp, code, out),
@@ -393,12 +423,18 @@ impl Shard {
     ) {
         let txn = req.target_txn();
         self.forget_if_expired(&txn, now);
-        let decision = match self.txns.get_mut(&txn) {
+        let original = match self.txns.get_mut(&txn) {
+            Some(TxnSlot::Both(halves)) => Some(&mut halves[reversed_kind(halves, &req).half()]),
+            slot => slot,
+        };
+        let decision = match original {
             Some(TxnSlot::Pending(p)) => {
                 p.queued.push((token, req));
                 return;
             }
             Some(TxnSlot::Record(rec)) => decide_reversal(rec, &req, now),
+            // Halves are never markers or pairs.
+            Some(TxnSlot::Both(_)) => Err(ResponseCode::UnableToLocate),
             None | Some(TxnSlot::Marker { .. }) => {
                 // Unknown original: remember it for the window so that the original, arriving
                 // late, is declined 05 rather than approved.
@@ -477,6 +513,34 @@ impl Shard {
         };
         if let Some(response) = ready {
             self.finish(now, key, response, false, out);
+        }
+    }
+}
+
+/// Which of a 0100 hold and a 0200 purchase under one identity a reversal undoes: the one
+/// DE 90's original MTI names (01xx, 02xx); without it (or with another MTI), the one whose
+/// PAN is the reversal's, the purchase if both are.
+fn reversed_kind(halves: &[TxnSlot; 2], req: &Request) -> PayKind {
+    let named = req
+        .original
+        .map(|o| o.mti.base().value() / 100)
+        .filter(|_| req.refers_to_original());
+    match named {
+        Some(1) => PayKind::Hold,
+        Some(2) => PayKind::Purchase,
+        _ => {
+            let pan_of = |h: &TxnSlot| match h {
+                TxnSlot::Pending(p) => Some(p.pan),
+                TxnSlot::Record(r) => r.pan,
+                _ => None,
+            };
+            let hold_matches = req.pan.is_some() && pan_of(&halves[0]) == req.pan;
+            let purchase_matches = req.pan.is_some() && pan_of(&halves[1]) == req.pan;
+            if hold_matches && !purchase_matches {
+                PayKind::Hold
+            } else {
+                PayKind::Purchase
+            }
         }
     }
 }

@@ -333,6 +333,10 @@ enum TxnSlot {
     Pending(Box<PendingTxn>),
     /// The original was decided.
     Record(TxnRecord),
+    /// A 0100 hold and a 0200 purchase under one (41, 11, 7): the contract's idempotency keys
+    /// tell them apart by MTI, so both are originals. Each half is `Pending` or `Record`,
+    /// `[hold, purchase]`.
+    Both(Box<[TxnSlot; 2]>),
 }
 
 impl TxnSlot {
@@ -347,6 +351,81 @@ impl TxnSlot {
                     r.kind == PayKind::Hold && matches!(r.state, TxnState::Approved { .. });
                 !open_hold && r.since.saturating_add(window) <= t
             }
+            Self::Both(halves) => halves.iter().all(|h| h.expired(t, window)),
+        }
+    }
+
+    /// The kind of original a single `Pending` or `Record` slot holds.
+    fn kind(&self) -> Option<PayKind> {
+        match self {
+            Self::Pending(p) => Some(p.kind),
+            Self::Record(r) => Some(r.kind),
+            Self::Marker { .. } | Self::Both(_) => None,
+        }
+    }
+
+    /// The original of `kind` under this identity, if there is one.
+    fn half_mut(&mut self, kind: PayKind) -> Option<&mut TxnSlot> {
+        match self {
+            Self::Both(halves) => Some(&mut halves[kind.half()]),
+            single if single.kind() == Some(kind) => Some(single),
+            _ => None,
+        }
+    }
+
+    /// Whether one of two originals is still being decided.
+    fn has_pending_half(&self) -> bool {
+        matches!(self, Self::Both(h) if h.iter().any(|h| matches!(h, Self::Pending(_))))
+    }
+
+    /// Whether an original of `kind` is under this identity.
+    fn has(&self, kind: PayKind) -> bool {
+        match self {
+            Self::Both(_) => true,
+            single => single.kind() == Some(kind),
+        }
+    }
+
+    /// The order an original under this identity holds or is reserving.
+    fn holds_an_order(&self) -> bool {
+        match self {
+            Self::Pending(p) => p.order.is_some(),
+            Self::Record(r) => r.order.is_some(),
+            Self::Marker { .. } => false,
+            Self::Both(halves) => halves.iter().any(TxnSlot::holds_an_order),
+        }
+    }
+
+    /// Adds the original `half` (a `Pending` or `Record` of the other kind) beside this one.
+    fn join(&mut self, half: TxnSlot) {
+        let other = std::mem::replace(self, Self::Marker { expires: 0 });
+        *self = match half.kind() {
+            Some(PayKind::Hold) => Self::Both(Box::new([half, other])),
+            _ => Self::Both(Box::new([other, half])),
+        };
+    }
+
+    /// Of two originals, keeps only the one the window still protects, when only one is.
+    fn drop_expired_half(&mut self, t: i64, window: i64) {
+        if let Self::Both(halves) = self {
+            let expired = [halves[0].expired(t, window), halves[1].expired(t, window)];
+            if let [true, false] | [false, true] = expired {
+                let [hold, purchase] = *std::mem::replace(
+                    halves,
+                    Box::new([Self::Marker { expires: 0 }, Self::Marker { expires: 0 }]),
+                );
+                *self = if expired[0] { purchase } else { hold };
+            }
+        }
+    }
+}
+
+impl PayKind {
+    /// Its place in [`TxnSlot::Both`].
+    fn half(self) -> usize {
+        match self {
+            PayKind::Hold => 0,
+            PayKind::Purchase => 1,
         }
     }
 }
@@ -474,6 +553,8 @@ pub enum TxnView {
     },
     /// Reversed.
     Reversed,
+    /// A 0100 hold and a 0200 purchase both under this (41, 11, 7).
+    Both,
 }
 
 /// Plain counters and sizes of one shard.
@@ -771,7 +852,10 @@ impl Shard {
         let before = self.idem.len() + self.txns.len();
         self.idem
             .retain(|_, e| !matches!(e, IdemEntry::Done { expires, .. } if *expires <= t));
-        self.txns.retain(|_, slot| !slot.expired(t, window));
+        self.txns.retain(|_, slot| {
+            slot.drop_expired_half(t, window);
+            !slot.expired(t, window)
+        });
         let purged = before - (self.idem.len() + self.txns.len());
         self.stats.purged += purged as u64;
         purged
@@ -819,6 +903,7 @@ impl Shard {
                 },
                 TxnState::Reversed => TxnView::Reversed,
             },
+            TxnSlot::Both(_) => TxnView::Both,
         })
     }
 

@@ -11,7 +11,7 @@
 use proptest::prelude::*;
 
 use crate::data::{Account, CardStatus, Order, OrderStatus};
-use crate::engine::{EngineConfig, Input, Output, Shard};
+use crate::engine::{EngineConfig, Input, Output, Shard, TxnSlot};
 use crate::luhn;
 use crate::message::{MerchantId, Mti, OriginalData, ProcessingCode, Request, TerminalId};
 use crate::pan::Pan;
@@ -89,6 +89,9 @@ struct Traffic {
     /// the traffic stays what it was).
     order_payments: Vec<Request>,
     reversals: usize,
+    /// Every fourth "retransmission" of a 0100 or 0200 is sent as the other of the two: a
+    /// second original under the same identity (also without drawing on `rng`).
+    retransmissions: usize,
 }
 
 impl Traffic {
@@ -99,6 +102,7 @@ impl Traffic {
             sent: Vec::new(),
             order_payments: Vec::new(),
             reversals: 0,
+            retransmissions: 0,
         }
     }
 
@@ -211,6 +215,14 @@ impl Traffic {
                     if self.pick(2) == 0 && !r.mti.is_repeat() {
                         r.mti = Mti::new(r.mti.value() + 1).unwrap();
                     }
+                    self.retransmissions += 1;
+                    let repeat = r.mti.value() - r.mti.base().value();
+                    match r.mti.base().value() {
+                        100 | 200 if self.retransmissions.is_multiple_of(4) => {
+                            r.mti = Mti::new(300 - r.mti.base().value() + repeat).unwrap();
+                        }
+                        _ => {}
+                    }
                     r
                 }
                 None => self.base(100, "000000"),
@@ -263,6 +275,8 @@ struct Run {
     cluster: Cluster,
     start: Vec<Vec<u8>>,
     mid: Vec<(Vec<u8>, usize)>,
+    /// Batches after which some identity held both a 0100 and a 0200.
+    batches_with_pairs: usize,
 }
 
 fn run_traffic(seed: u64, batches: usize) -> Run {
@@ -278,6 +292,7 @@ fn run_traffic(seed: u64, batches: usize) -> Run {
     c.record_journal();
     let start = snapshots(&c);
     let mut t = Traffic::new(seed);
+    let mut batches_with_pairs = 0;
     let mid_at = t.pick(batches as u64) as usize;
     let mut mid = Vec::new();
     for b in 0..batches {
@@ -307,6 +322,13 @@ fn run_traffic(seed: u64, batches: usize) -> Run {
                 })
                 .collect();
         }
+        if c.shards()
+            .iter()
+            .flat_map(|s| s.txns.values())
+            .any(|slot| matches!(slot, TxnSlot::Both(_)))
+        {
+            batches_with_pairs += 1;
+        }
         match t.pick(10) {
             0 | 1 => {
                 let now = c.now().unix_secs() + t.rng.between(60, 3 * 3600) as i64;
@@ -323,6 +345,7 @@ fn run_traffic(seed: u64, batches: usize) -> Run {
         cluster: c,
         start,
         mid,
+        batches_with_pairs,
     }
 }
 
@@ -468,6 +491,10 @@ fn traffic_covers_the_protocol() {
     for (_, r) in c.replies() {
         codes.insert(r.code.as_str());
     }
+    assert!(
+        run.batches_with_pairs > 0,
+        "no 0100 and 0200 under one identity"
+    );
     for k in [
         "request",
         "purge",

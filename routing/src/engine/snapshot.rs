@@ -479,6 +479,11 @@ impl Wire for TxnSlot {
                 put_opt(out, &rec.currency);
                 put_opt(out, &rec.order);
             }
+            Self::Both(halves) => {
+                put_u8(out, 3);
+                halves[0].put(out);
+                halves[1].put(out);
+            }
         }
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
@@ -524,6 +529,19 @@ impl Wire for TxnSlot {
                     currency: f.take(1, r)?,
                     order: f.take(2, r)?,
                 })
+            }
+            3 => {
+                let halves = [Self::get(r)?, Self::get(r)?];
+                // A hold then a purchase, each an original: nothing else is a pair.
+                if halves[0].kind() != Some(PayKind::Hold)
+                    || halves[1].kind() != Some(PayKind::Purchase)
+                {
+                    return Err(WireError::UnknownTag {
+                        what: "pair of transaction slots",
+                        offset,
+                    });
+                }
+                Self::Both(Box::new(halves))
             }
             _ => {
                 return Err(WireError::UnknownTag {

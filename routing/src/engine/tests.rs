@@ -6,7 +6,7 @@
 use crate::build_shards;
 use crate::data::{Account, CardStatus, Order, OrderStatus};
 use crate::engine::AccountView;
-use crate::engine::{EngineConfig, TxnView};
+use crate::engine::{EngineConfig, Shard, TxnView};
 use crate::luhn;
 use crate::message::{
     MerchantId, Mti, OriginalData, ProcessingCode, Request, Response, ResponseCode, TerminalId,
@@ -1263,6 +1263,124 @@ fn order_answers_come_before_funds_for_a_card_that_cannot_pay() {
         let p = t.order_payment(200, &card(ZERO), 2_500, USD, "NO-SUCH-ORDER");
         assert_eq!(t.code(p), UnableToLocate);
         assert_eq!(t.acct(ZERO).balance, 0);
+    });
+}
+
+// ===== a 0100 and a 0200 under one (41, 11, 7) =====
+
+/// A hold of 2,000 by `hold_card` and a purchase of 3,000 by `purchase_card`, with one
+/// identity (41, 11, 7): two keys, since the MTI is part of a key.
+fn hold_and_purchase(t: &mut T, hold_card: u64, purchase_card: u64) -> (Request, Request) {
+    let hold = t.hold(&card(hold_card), 2_000);
+    let mut purchase = hold.clone();
+    purchase.mti = mti(200);
+    purchase.pan = Some(card(purchase_card));
+    purchase.amount = Some(3_000);
+    (hold, purchase)
+}
+
+#[test]
+fn a_hold_and_a_purchase_may_share_41_11_7() {
+    both(|t| {
+        let (h, p) = hold_and_purchase(t, RICH, RICH);
+        let approved_h = t.send(h.clone());
+        let approved_p = t.send(p.clone());
+        assert_eq!((approved_h.code, approved_p.code), (Approved, Approved));
+        assert_eq!(t.acct(RICH).held, 2_000);
+        assert_eq!(t.acct(RICH).balance, 100_000_000 - 3_000);
+        assert_eq!(t.c.transaction(&h.own_txn()), Some(TxnView::Both));
+        // Both survive a snapshot.
+        for shard in t.c.shards() {
+            let mut bytes = Vec::new();
+            shard.snapshot(&mut bytes);
+            let back = Shard::restore(shard.id(), t.n, EngineConfig::default(), &bytes).unwrap();
+            let mut again = Vec::new();
+            back.snapshot(&mut again);
+            assert_eq!(bytes, again);
+            if shard.id() == h.home_shard(t.n) {
+                assert_eq!(back.transaction(&h.own_txn()), Some(TxnView::Both));
+            }
+        }
+        // Each replays its own answer.
+        assert_eq!(t.send(h.clone()), approved_h);
+        assert_eq!(t.send(p.clone()), approved_p);
+        // DE 90 names the original's MTI: each reversal undoes its own, once.
+        assert_eq!(t.reverse(&p), Approved);
+        assert_eq!(t.acct(RICH).balance, 100_000_000);
+        assert_eq!(t.acct(RICH).held, 2_000);
+        assert_eq!(t.reverse(&p), Approved);
+        assert_eq!(t.acct(RICH).balance, 100_000_000);
+        // The hold is still there to complete, then to reverse.
+        let c = t.completion(&h, 1_500);
+        assert_eq!(t.code(c), Approved);
+        assert_eq!(t.acct(RICH).held, 0);
+        assert_eq!(t.acct(RICH).balance, 100_000_000 - 1_500);
+        assert_eq!(t.reverse(&h), Approved);
+        assert_eq!(t.acct(RICH).balance, 100_000_000);
+        t.assert_crossed();
+    });
+}
+
+#[test]
+fn a_reversal_without_de_90_undoes_the_original_with_its_pan_else_the_purchase() {
+    both(|t| {
+        // Different cards: the reversal's PAN decides.
+        let (h, p) = hold_and_purchase(t, RICH, RICH2);
+        assert_eq!((t.code(h.clone()), t.code(p.clone())), (Approved, Approved));
+        let mut r = h.clone();
+        r.mti = mti(400);
+        assert_eq!(t.code(r), Approved);
+        assert_eq!(t.acct(RICH).held, 0, "the hold was released");
+        assert_eq!(
+            t.acct(RICH2).balance,
+            100_000_000 - 3_000,
+            "the purchase stands"
+        );
+        // One card: the purchase.
+        let (h, p) = hold_and_purchase(t, RICH, RICH);
+        assert_eq!((t.code(h.clone()), t.code(p.clone())), (Approved, Approved));
+        let mut r = p.clone();
+        r.mti = mti(420);
+        assert_eq!(t.code(r), Approved);
+        assert_eq!(t.acct(RICH).balance, 100_000_000);
+        assert_eq!(t.acct(RICH).held, 2_000, "the hold stands");
+    });
+}
+
+#[test]
+fn a_hold_and_a_purchase_in_flight_together_are_both_decided() {
+    for n in [1, 4] {
+        for seed in 0..16 {
+            let mut t = T::new(n);
+            t.c.shuffle_deliveries(seed);
+            let (h, p) = hold_and_purchase(&mut t, RICH, RICH);
+            let a = t.c.submit(h.clone());
+            let b = t.c.submit(p.clone());
+            // The purchase's reversal arrives while both are in flight: it waits for it.
+            let rev = t.reversal(&p);
+            let c = t.c.submit(rev);
+            t.c.run();
+            let codes = [a, b, c].map(|token| t.c.take_replies(token).remove(0).code);
+            assert_eq!(codes, [Approved; 3], "n={n} seed={seed}");
+            assert_eq!(t.acct(RICH).held, 2_000, "n={n} seed={seed}");
+            assert_eq!(t.acct(RICH).balance, 100_000_000, "n={n} seed={seed}");
+        }
+    }
+}
+
+#[test]
+fn two_originals_under_one_identity_pay_one_order_at_most() {
+    both(|t| {
+        let id = t.order_off(&card(RICH));
+        let (mut h, mut p) = hold_and_purchase(t, RICH, RICH);
+        h.merchant = Some(merchant());
+        h.order_ref = Some(id.clone());
+        h.amount = Some(2_500);
+        p.merchant = Some(merchant());
+        p.order_ref = Some("ORD-20".into());
+        assert_eq!(t.code(h), Approved);
+        assert_eq!(t.code(p), Duplicate);
+        assert_eq!(t.acct(RICH).balance, 100_000_000);
     });
 }
 
