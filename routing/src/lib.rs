@@ -120,10 +120,14 @@
 //! - A retransmission whose DE 90 differs from the first transmission's is routed to another
 //!   K and is not recognised as a retransmission there.
 //! - 0100 and 0200 sharing one (41, 11, 7) are two originals (their keys differ by MTI),
-//!   kept side by side under the identity. A completion completes the 0100. A reversal
-//!   undoes the one DE 90's original MTI names (01xx or 02xx); without DE 90, or with another
-//!   MTI there, the one with the reversal's PAN, the 0200 if both have it. The two may not
-//!   both pay orders (the second answers 94): an identity holds one order.
+//!   kept side by side under the identity. A completion completes the 0100. A reversal of
+//!   the pair undoes the one DE 90's original MTI names (0100, or a 0220 completing it:
+//!   the 0100; 0200: the 0200); without DE 90, or with another MTI there, the one with the
+//!   reversal's PAN, the 0200 if both have it. A lone original is the one a reversal finds
+//!   whatever MTI DE 90 names (PROTOCOL.md finds it by 41, STAN and date-time). A reversal
+//!   that came first cannot say which of the two it waited for: both late originals are
+//!   declined 05. The two may not both pay orders (the second answers 94): an identity holds
+//!   one order.
 //! - Open holds never expire (a hold's record is kept until it is completed or reversed);
 //!   decided records, answered keys and markers are kept for the idempotency window
 //!   (default 24 h, [`EngineConfig::idempotency_window_secs`]), then may be purged

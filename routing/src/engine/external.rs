@@ -14,9 +14,7 @@
 //! ([`crate::wire`]), keyed by the encoded [`IdemKey`] / [`TxnId`]; each comes with the Unix
 //! second after which the store may delete it (`None`: keep, e.g. an open hold).
 
-use super::{
-    AccountState, IdemEntry, OrderKey, OrderState, PayKind, Shard, TxnRecord, TxnSlot, TxnState,
-};
+use super::{AccountState, IdemEntry, OrderKey, OrderState, PayKind, Shard, TxnSlot, TxnState};
 use crate::data::{Account, CardStatus, Order, OrderStatus};
 use crate::kind::TxnKind;
 use crate::message::{IdemKey, MerchantId, Mti, Request, TxnId};
@@ -132,7 +130,8 @@ pub struct BatchKeys {
     /// The transaction identities completions and reversals act on: slots expected to exist.
     /// A store must also read the orders these slots hold ([`EntryRow::order`]; a reversal
     /// reopens its original's order). A hold or purchase never touches the order of a slot
-    /// already under its own identity: it is answered 94 or 05 before any order is looked at.
+    /// already under its own identity: it is answered 94 or 05 before any order is looked at,
+    /// or joins that slot as the other of 0100/0200 and leaves its order alone.
     pub targets: Vec<Vec<u8>>,
     /// Orders named by payments.
     pub orders: Vec<OrderRef>,
@@ -346,41 +345,35 @@ impl Shard {
         let Some(slot) = self.txns.get(&k) else {
             return Ok(None);
         };
-        let records: Vec<&TxnRecord> = match slot {
-            TxnSlot::Marker { expires } => {
-                return Ok(Some(EntryRow {
-                    key: key.to_vec(),
-                    value: encode(slot),
-                    expires: Some(*expires),
-                    order: None,
-                }))
-            }
-            TxnSlot::Pending(_) => return Ok(None),
-            TxnSlot::Record(r) => vec![r],
-            TxnSlot::Both(halves) => match &**halves {
-                [TxnSlot::Record(hold), TxnSlot::Record(purchase)] => vec![hold, purchase],
-                _ => return Ok(None),
-            },
+        let parts: &[TxnSlot] = match slot {
+            TxnSlot::Both(halves) => &halves[..],
+            single => std::slice::from_ref(single),
         };
-        // The row lives as long as its longest-lived original (an open hold: until it ends);
-        // one identity holds one order at most (`start_payment`).
-        let expiry = |r: &TxnRecord| {
-            let open_hold = r.kind == PayKind::Hold && matches!(r.state, TxnState::Approved { .. });
-            (!open_hold).then(|| r.since.saturating_add(window))
-        };
-        let expires = records
-            .iter()
-            .map(|r| expiry(r))
-            .collect::<Option<Vec<i64>>>();
+        // The row lives as long as its longest-lived part (an open hold: until it ends); one
+        // identity holds one order at most (`start_payment`). A part still being decided:
+        // no row yet.
+        let mut expires = Some(i64::MIN);
+        let mut order = None;
+        for part in parts {
+            let until = match part {
+                TxnSlot::Marker { expires } => Some(*expires),
+                TxnSlot::Record(r) => {
+                    order = order.or(r.order.as_ref());
+                    let open_hold =
+                        r.kind == PayKind::Hold && matches!(r.state, TxnState::Approved { .. });
+                    (!open_hold).then(|| r.since.saturating_add(window))
+                }
+                TxnSlot::Pending(_) | TxnSlot::Both(_) => return Ok(None),
+            };
+            expires = expires.zip(until).map(|(a, b)| a.max(b));
+        }
         Ok(Some(EntryRow {
             key: key.to_vec(),
             value: encode(slot),
-            expires: expires.map(|e| e.into_iter().max().unwrap_or(0)),
-            order: records.iter().find_map(|r| {
-                r.order.as_ref().map(|o| OrderRef {
-                    merchant: o.merchant,
-                    order_id: o.order_id.clone(),
-                })
+            expires,
+            order: order.map(|o| OrderRef {
+                merchant: o.merchant,
+                order_id: o.order_id.clone(),
             }),
         }))
     }
@@ -580,6 +573,11 @@ mod tests {
         Retransmit {
             target: usize,
         },
+        /// The other of 0100/0200 with an earlier request's 41, 11 and 7 (another key).
+        Twin {
+            target: usize,
+            amount: u64,
+        },
     }
 
     fn card(n: usize) -> Pan {
@@ -625,6 +623,7 @@ mod tests {
             (0usize..1_000).prop_map(|target| Op::Reverse { target }),
             (0usize..4).prop_map(|card| Op::Inquiry { card }),
             (0usize..1_000).prop_map(|target| Op::Retransmit { target }),
+            (0usize..1_000, 1u64..4_000).prop_map(|(target, amount)| Op::Twin { target, amount }),
         ]
     }
 
@@ -674,6 +673,19 @@ mod tests {
                 }
                 Op::Inquiry { card: n } => request(100, stan, card(n), 0, b"310000"),
                 Op::Retransmit { target } => reqs[target % i].clone(),
+                Op::Twin { target, amount } => {
+                    let mut r = reqs[target % i].clone();
+                    r.mti = Mti::new(if r.mti.base().value() == 100 {
+                        200
+                    } else {
+                        100
+                    })
+                    .unwrap();
+                    r.amount = Some(amount);
+                    r.original = None;
+                    r.processing_code = ProcessingCode::from_digits(b"000000");
+                    r
+                }
             };
             reqs.push(req);
         }

@@ -191,12 +191,24 @@ impl Shard {
     ) {
         let txn = req.own_txn();
         self.forget_if_expired(&txn, now);
-        match self.txns.get(&txn) {
-            Some(TxnSlot::Marker { .. }) => {
+        match self.txns.get_mut(&txn) {
+            Some(slot) if slot.awaits_late(kind) => {
                 // PROTOCOL.md 2, Reversals: its reversal came first; the late original is
-                // declined, and a later reversal of it answers 00 with no change.
-                self.txns.remove(&txn);
-                self.record_declined(now, txn, kind, &req);
+                // declined, and a later reversal of it answers 00 with no change. The marker
+                // did not say whether it waited for a 0100 or a 0200: it stays for the other.
+                let declined = TxnSlot::Record(declined_record(now, kind, &req));
+                *slot = match std::mem::replace(slot, TxnSlot::Marker { expires: 0 }) {
+                    TxnSlot::Marker { expires } => {
+                        let mut halves = [TxnSlot::Marker { expires }, TxnSlot::Marker { expires }];
+                        halves[kind.half()] = declined;
+                        TxnSlot::Both(Box::new(halves))
+                    }
+                    TxnSlot::Both(mut halves) => {
+                        halves[kind.half()] = declined;
+                        TxnSlot::Both(halves)
+                    }
+                    other => other,
+                };
                 return self.answer(now, token, key, fp, ResponseCode::DoNotHonour, out);
             }
             Some(slot) if slot.has(kind) => {
@@ -272,16 +284,7 @@ impl Shard {
     }
 
     fn record_declined(&mut self, now: Now, txn: TxnId, kind: PayKind, req: &Request) {
-        let record = TxnRecord {
-            kind,
-            pan: req.pan,
-            currency: req.currency,
-            amount: minor_units(req.amount),
-            state: TxnState::Declined,
-            order: None,
-            since: now.unix_secs(),
-        };
-        self.add_original(txn, TxnSlot::Record(record));
+        self.add_original(txn, TxnSlot::Record(declined_record(now, kind, req)));
     }
 
     /// Records an original (`Pending` or `Record`) under `txn`, beside the other of 0100/0200
@@ -423,6 +426,7 @@ impl Shard {
     ) {
         let txn = req.target_txn();
         self.forget_if_expired(&txn, now);
+        let paired = matches!(self.txns.get(&txn), Some(TxnSlot::Both(_)));
         let original = match self.txns.get_mut(&txn) {
             Some(TxnSlot::Both(halves)) => Some(&mut halves[reversed_kind(halves, &req).half()]),
             slot => slot,
@@ -433,8 +437,10 @@ impl Shard {
                 return;
             }
             Some(TxnSlot::Record(rec)) => decide_reversal(rec, &req, now),
-            // Halves are never markers or pairs.
+            // A half is never a pair.
             Some(TxnSlot::Both(_)) => Err(ResponseCode::UnableToLocate),
+            // A half that is a marker still waits for its late original.
+            Some(TxnSlot::Marker { .. }) if paired => Err(ResponseCode::UnableToLocate),
             None | Some(TxnSlot::Marker { .. }) => {
                 // Unknown original: remember it for the window so that the original, arriving
                 // late, is declined 05 rather than approved.
@@ -517,26 +523,38 @@ impl Shard {
     }
 }
 
-/// Which of a 0100 hold and a 0200 purchase under one identity a reversal undoes: the one
-/// DE 90's original MTI names (01xx, 02xx); without it (or with another MTI), the one whose
-/// PAN is the reversal's, the purchase if both are.
+/// The record of an original declined at its home shard (05 or 14).
+fn declined_record(now: Now, kind: PayKind, req: &Request) -> TxnRecord {
+    TxnRecord {
+        kind,
+        pan: req.pan,
+        currency: req.currency,
+        amount: minor_units(req.amount),
+        state: TxnState::Declined,
+        order: None,
+        since: now.unix_secs(),
+    }
+}
+
+/// Which of two halves under one identity a reversal undoes: the one DE 90's original MTI
+/// names (0100 or a 0220 completing it: the hold; 0200: the purchase); without DE 90 (or
+/// with another MTI there), the original whose PAN is the reversal's, the purchase if both
+/// are, never a marker if there is an original.
 fn reversed_kind(halves: &[TxnSlot; 2], req: &Request) -> PayKind {
-    let named = req
-        .original
-        .map(|o| o.mti.base().value() / 100)
-        .filter(|_| req.refers_to_original());
+    let named = req.original.map(|o| o.mti.base().value());
     match named {
-        Some(1) => PayKind::Hold,
-        Some(2) => PayKind::Purchase,
+        Some(100 | 220) => PayKind::Hold,
+        Some(200) => PayKind::Purchase,
         _ => {
             let pan_of = |h: &TxnSlot| match h {
                 TxnSlot::Pending(p) => Some(p.pan),
                 TxnSlot::Record(r) => r.pan,
                 _ => None,
             };
-            let hold_matches = req.pan.is_some() && pan_of(&halves[0]) == req.pan;
-            let purchase_matches = req.pan.is_some() && pan_of(&halves[1]) == req.pan;
-            if hold_matches && !purchase_matches {
+            let hold = pan_of(&halves[0]);
+            let purchase = pan_of(&halves[1]);
+            let hold_is_it = hold.is_some() && (hold == req.pan || purchase.is_none());
+            if hold_is_it && !(purchase.is_some() && purchase == req.pan) {
                 PayKind::Hold
             } else {
                 PayKind::Purchase

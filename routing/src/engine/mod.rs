@@ -334,8 +334,9 @@ enum TxnSlot {
     /// The original was decided.
     Record(TxnRecord),
     /// A 0100 hold and a 0200 purchase under one (41, 11, 7): the contract's idempotency keys
-    /// tell them apart by MTI, so both are originals. Each half is `Pending` or `Record`,
-    /// `[hold, purchase]`.
+    /// tell them apart by MTI, so both are originals. `[hold, purchase]`, each half `Pending`,
+    /// `Record`, or `Marker` (still waiting for a late original of its kind); never two
+    /// markers.
     Both(Box<[TxnSlot; 2]>),
 }
 
@@ -381,8 +382,17 @@ impl TxnSlot {
     /// Whether an original of `kind` is under this identity.
     fn has(&self, kind: PayKind) -> bool {
         match self {
-            Self::Both(_) => true,
+            Self::Both(halves) => halves[kind.half()].kind().is_some(),
             single => single.kind() == Some(kind),
+        }
+    }
+
+    /// Whether a reversal came first and a late original of `kind` is to be declined 05.
+    fn awaits_late(&self, kind: PayKind) -> bool {
+        match self {
+            Self::Marker { .. } => true,
+            Self::Both(halves) => matches!(halves[kind.half()], Self::Marker { .. }),
+            _ => false,
         }
     }
 
@@ -405,18 +415,22 @@ impl TxnSlot {
         };
     }
 
-    /// Of two originals, keeps only the one the window still protects, when only one is.
-    fn drop_expired_half(&mut self, t: i64, window: i64) {
-        if let Self::Both(halves) = self {
-            let expired = [halves[0].expired(t, window), halves[1].expired(t, window)];
-            if let [true, false] | [false, true] = expired {
-                let [hold, purchase] = *std::mem::replace(
-                    halves,
-                    Box::new([Self::Marker { expires: 0 }, Self::Marker { expires: 0 }]),
-                );
-                *self = if expired[0] { purchase } else { hold };
-            }
+    /// Of two halves, keeps only the one the window still protects, when only one is;
+    /// returns whether it dropped one.
+    fn drop_expired_half(&mut self, t: i64, window: i64) -> bool {
+        let Self::Both(halves) = self else {
+            return false;
+        };
+        let expired = [halves[0].expired(t, window), halves[1].expired(t, window)];
+        if expired[0] == expired[1] {
+            return false;
         }
+        let [hold, purchase] = *std::mem::replace(
+            halves,
+            Box::new([Self::Marker { expires: 0 }, Self::Marker { expires: 0 }]),
+        );
+        *self = if expired[0] { purchase } else { hold };
+        true
     }
 }
 
@@ -852,11 +866,12 @@ impl Shard {
         let before = self.idem.len() + self.txns.len();
         self.idem
             .retain(|_, e| !matches!(e, IdemEntry::Done { expires, .. } if *expires <= t));
+        let mut halves = 0;
         self.txns.retain(|_, slot| {
-            slot.drop_expired_half(t, window);
+            halves += usize::from(slot.drop_expired_half(t, window));
             !slot.expired(t, window)
         });
-        let purged = before - (self.idem.len() + self.txns.len());
+        let purged = before - (self.idem.len() + self.txns.len()) + halves;
         self.stats.purged += purged as u64;
         purged
     }

@@ -488,7 +488,15 @@ impl Wire for TxnSlot {
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, WireError> {
         let offset = r.offset();
-        Ok(match r.u8("transaction slot")? {
+        let tag = r.u8("transaction slot")?;
+        Self::get_tagged(tag, offset, r)
+    }
+}
+
+impl TxnSlot {
+    /// The slot whose tag, at `offset`, was `tag`.
+    fn get_tagged(tag: u8, offset: usize, r: &mut Reader<'_>) -> Result<Self, WireError> {
+        Ok(match tag {
             0 => Self::Marker {
                 expires: r.i64("expiry")?,
             },
@@ -531,10 +539,13 @@ impl Wire for TxnSlot {
                 })
             }
             3 => {
-                let halves = [Self::get(r)?, Self::get(r)?];
-                // A hold then a purchase, each an original: nothing else is a pair.
-                if halves[0].kind() != Some(PayKind::Hold)
-                    || halves[1].kind() != Some(PayKind::Purchase)
+                let halves = [Self::get_half(r)?, Self::get_half(r)?];
+                // The hold's half then the purchase's, each its original or a marker, not two
+                // markers: nothing else is a pair.
+                let fits = |half: &TxnSlot, kind| half.kind().is_none_or(|k| k == kind);
+                if !fits(&halves[0], PayKind::Hold)
+                    || !fits(&halves[1], PayKind::Purchase)
+                    || halves.iter().all(|h| h.kind().is_none())
                 {
                     return Err(WireError::UnknownTag {
                         what: "pair of transaction slots",
@@ -550,5 +561,16 @@ impl Wire for TxnSlot {
                 })
             }
         })
+    }
+    /// One half of a pair: never a pair itself (no nesting, however the bytes are made).
+    fn get_half(r: &mut Reader<'_>) -> Result<Self, WireError> {
+        let offset = r.offset();
+        match r.u8("transaction slot")? {
+            3 => Err(WireError::UnknownTag {
+                what: "half of a pair of transaction slots",
+                offset,
+            }),
+            tag => Self::get_tagged(tag, offset, r),
+        }
     }
 }

@@ -6,7 +6,7 @@
 use crate::build_shards;
 use crate::data::{Account, CardStatus, Order, OrderStatus};
 use crate::engine::AccountView;
-use crate::engine::{EngineConfig, Shard, TxnView};
+use crate::engine::{EngineConfig, Shard, TxnSlot, TxnView};
 use crate::luhn;
 use crate::message::{
     MerchantId, Mti, OriginalData, ProcessingCode, Request, Response, ResponseCode, TerminalId,
@@ -1382,6 +1382,93 @@ fn two_originals_under_one_identity_pay_one_order_at_most() {
         assert_eq!(t.code(p), Duplicate);
         assert_eq!(t.acct(RICH).balance, 100_000_000);
     });
+}
+
+#[test]
+fn a_reversal_first_declines_a_late_0100_and_a_late_0200_alike() {
+    both(|t| {
+        // The reversal's marker cannot say which of the two it waited for: both are
+        // declined 05, nothing is held or debited.
+        let (h, p) = hold_and_purchase(t, RICH, RICH);
+        let rev = t.reversal(&p);
+        assert_eq!(t.code(rev), UnableToLocate);
+        assert_eq!(t.code(h.clone()), DoNotHonour);
+        assert_eq!(t.code(p.clone()), DoNotHonour);
+        assert_eq!((t.acct(RICH).balance, t.acct(RICH).held), (100_000_000, 0));
+        // Reversals of the declined late originals: 00, nothing changes.
+        assert_eq!(t.reverse(&h), Approved);
+        assert_eq!(t.reverse(&p), Approved);
+        assert_eq!((t.acct(RICH).balance, t.acct(RICH).held), (100_000_000, 0));
+    });
+}
+
+#[test]
+fn a_reversal_naming_a_0220_undoes_the_completed_hold_of_a_pair() {
+    both(|t| {
+        let (h, p) = hold_and_purchase(t, RICH, RICH);
+        assert_eq!((t.code(h.clone()), t.code(p.clone())), (Approved, Approved));
+        // A completion sent with the hold's own 41, 11 and 7, no DE 90.
+        let mut c = h.clone();
+        c.mti = mti(220);
+        c.amount = Some(1_500);
+        assert_eq!(t.code(c.clone()), Approved);
+        assert_eq!(t.acct(RICH).balance, 100_000_000 - 3_000 - 1_500);
+        // Its reversal names the 0220 in DE 90: the completed hold is credited back.
+        let r = t.referring(400, &c, Some(1_500));
+        assert_eq!(t.code(r), Approved);
+        assert_eq!(t.acct(RICH).balance, 100_000_000 - 3_000);
+        assert_eq!(t.acct(RICH).held, 0);
+    });
+}
+
+#[test]
+fn a_pair_keeps_its_open_hold_when_the_purchase_expires() {
+    for n in [1, 4] {
+        let config = EngineConfig {
+            idempotency_window_secs: 60,
+            ..EngineConfig::default()
+        };
+        let mut t = T::with_config(n, &config);
+        let (h, p) = hold_and_purchase(&mut t, RICH, RICH);
+        assert_eq!((t.code(h.clone()), t.code(p.clone())), (Approved, Approved));
+        t.advance(3_600);
+        // The purchase's record and both answers go; the open hold stays, alone.
+        assert_eq!(t.c.purge_expired(), 3, "n={n}");
+        assert_eq!(
+            t.c.transaction(&h.own_txn()),
+            Some(TxnView::Approved { amount: 2_000 })
+        );
+        let c = t.completion(&h, 2_000);
+        assert_eq!(t.code(c), Approved);
+        assert_eq!(t.acct(RICH).balance, 100_000_000 - 5_000);
+    }
+}
+
+#[test]
+fn a_snapshot_refuses_pairs_that_cannot_be() {
+    use crate::wire::{Reader, Wire};
+    let decode = |bytes: &[u8]| TxnSlot::get(&mut Reader::new(bytes));
+    let marker = TxnSlot::Marker { expires: 7 };
+    let two_markers = TxnSlot::Both(Box::new([marker, TxnSlot::Marker { expires: 7 }]));
+    let mut bytes = Vec::new();
+    two_markers.put(&mut bytes);
+    assert!(decode(&bytes).is_err(), "two markers are no pair");
+    // Nested pairs, however deep, are refused without recursing into them.
+    assert!(decode(&[3; 100_000]).is_err());
+    // A hold's record where the purchase's belongs.
+    let t = &mut T::new(1);
+    let (h, _) = hold_and_purchase(t, RICH, RICH);
+    assert_eq!(t.code(h.clone()), Approved);
+    let mut snapshot = Vec::new();
+    t.c.shards()[0].snapshot(&mut snapshot);
+    let hold = Shard::restore(0, 1, EngineConfig::default(), &snapshot).unwrap();
+    let slot = hold.txns.get(&h.own_txn()).unwrap();
+    let mut one = Vec::new();
+    slot.put(&mut one);
+    let mut swapped = vec![3];
+    swapped.extend_from_slice(&one);
+    swapped.extend_from_slice(&one);
+    assert!(decode(&swapped).is_err(), "two holds are no pair");
 }
 
 // ===== balance inquiry =====
