@@ -219,6 +219,18 @@ impl Drop for Switch {
     }
 }
 
+/// Periodic snapshots put in force, as the rounds' logs say.
+fn periodic_snapshots(dir: &Path) -> usize {
+    (0..=KILLS)
+        .map(|r| {
+            std::fs::read_to_string(dir.join(format!("switch-{r}.log")))
+                .unwrap_or_default()
+                .matches("periodic snapshot in force")
+                .count()
+        })
+        .sum()
+}
+
 fn spawn_switch(dir: &Path, round: usize) -> (Switch, SocketAddr) {
     let iso: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let admin = format!("127.0.0.1:{}", free_port());
@@ -426,6 +438,13 @@ fn sigkill_under_load_loses_no_approval_and_applies_none_twice() {
                 OPENING * CARDS as i64 - debited.iter().sum::<i64>(),
                 "balances + approved debits and holds = opening total"
             );
+            // Builders wait for idle CPU, which the load leaves little of (on a busy CI
+            // machine, none): if none was confirmed yet, the last round's get a bounded
+            // moment now that the load is over, before the stop.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while periodic_snapshots(dir.path()) == 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(100));
+            }
             let term = Command::new("kill")
                 .args(["-TERM", &child.0.id().to_string()])
                 .status()
@@ -449,14 +468,7 @@ fn sigkill_under_load_loses_no_approval_and_applies_none_twice() {
     let log =
         std::fs::read_to_string(dir.path().join(format!("switch-{KILLS}.log"))).expect("last log");
     assert!(log.contains("shutdown snapshots written"), "{log}");
-    let periodic: usize = (0..=KILLS)
-        .map(|r| {
-            std::fs::read_to_string(dir.path().join(format!("switch-{r}.log")))
-                .unwrap_or_default()
-                .matches("periodic snapshot in force")
-                .count()
-        })
-        .sum();
+    let periodic = periodic_snapshots(dir.path());
     println!("{periodic} periodic snapshots confirmed");
     assert!(
         periodic > 0,

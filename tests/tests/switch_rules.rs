@@ -366,6 +366,10 @@ async fn a_hold_and_a_purchase_may_share_41_11_7(store: Store) {
         balance(&mut client, &c.active, 8).await,
         "0002840C000000075000"
     );
+    // A balance inquiry with the hold's key (0100, 41, 11, 7) is that key with other
+    // content: 94, on either store.
+    let inquiry = Req::financial(&c.active, "310000", 0, 7).without(4);
+    assert_eq!(client.call("0100", &inquiry.list()).await.code(), "94");
     // Retransmissions replay each its own answer.
     assert_eq!(client.call("0100", &hold.list()).await.get(38), h.get(38));
     assert_eq!(client.call("0200", &sale.list()).await.get(38), p.get(38));

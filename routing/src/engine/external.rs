@@ -127,7 +127,8 @@ pub struct BatchKeys {
     /// Encoded transaction identities: the own identities of holds and purchases (new, as a
     /// rule) and [`targets`](Self::targets).
     pub txns: Vec<Vec<u8>>,
-    /// The transaction identities completions and reversals act on: slots expected to exist.
+    /// The transaction identities completions and reversals act on (slots expected to
+    /// exist), and those of balance inquiries (whose keys may be stored requests').
     /// A store must also read the orders these slots hold ([`EntryRow::order`]; a reversal
     /// reopens its original's order). A hold or purchase never touches the order of a slot
     /// already under its own identity: it is answered 94 or 05 before any order is looked at,
@@ -172,7 +173,16 @@ impl BatchKeys {
                 self.txns.push(target.clone());
                 self.targets.push(target);
             }
-            TxnKind::BalanceInquiry | TxnKind::Unsupported | TxnKind::NetworkManagement(_) => {}
+            TxnKind::BalanceInquiry => {
+                // Not stored, but its key may be a stored request's (a hold's, with the same
+                // 41, 11 and 7): its identity's row is read even by an optimistic attempt
+                // (which inserts nothing for an inquiry, so no conflict would tell), so that
+                // the inquiry answers 94 as on the embedded store, not afresh.
+                let own = encode(&req.own_txn());
+                self.txns.push(own.clone());
+                self.targets.push(own);
+            }
+            TxnKind::Unsupported | TxnKind::NetworkManagement(_) => {}
         }
     }
 
