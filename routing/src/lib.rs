@@ -126,8 +126,8 @@
 //!   reversal's PAN, the 0200 if both have it. A lone original is the one a reversal finds
 //!   whatever MTI DE 90 names (PROTOCOL.md finds it by 41, STAN and date-time). A reversal
 //!   that came first cannot say which of the two it waited for: both late originals are
-//!   declined 05. The two may not both pay orders (the second answers 94): an identity holds
-//!   one order.
+//!   declined 05. The two may not both pay orders (the second answers 94 and is recorded
+//!   declined): an identity holds one order.
 //! - Open holds never expire (a hold's record is kept until it is completed or reversed);
 //!   decided records, answered keys and markers are kept for the idempotency window
 //!   (default 24 h, [`EngineConfig::idempotency_window_secs`]), then may be purged

@@ -218,7 +218,9 @@ impl Shard {
             }
             Some(slot) if slot.holds_an_order() && req.order_ref.is_some() => {
                 // The other of 0100/0200 under this identity pays an order too: one identity
-                // holds one order (a store row names one), so this one is refused.
+                // holds one order (a store row names one), so this one is refused, and
+                // recorded as declined: its reversals find it (00), not the other.
+                self.record_declined(now, txn, kind, &req);
                 return self.answer(now, token, key, fp, ResponseCode::Duplicate, out);
             }
             // Nothing yet, or the other of 0100/0200 (another key): this one joins it.

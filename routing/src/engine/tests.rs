@@ -1378,9 +1378,18 @@ fn two_originals_under_one_identity_pay_one_order_at_most() {
         h.amount = Some(2_500);
         p.merchant = Some(merchant());
         p.order_ref = Some("ORD-20".into());
-        assert_eq!(t.code(h), Approved);
-        assert_eq!(t.code(p), Duplicate);
+        assert_eq!(t.code(h.clone()), Approved);
+        assert_eq!(t.code(p.clone()), Duplicate);
         assert_eq!(t.acct(RICH).balance, 100_000_000);
+        // The refused one is a declined original: its reversals answer 00 and change
+        // nothing, named by DE 90 or (its own PAN, here the hold's too) without it.
+        assert_eq!(t.reverse(&p), Approved);
+        let mut own = p.clone();
+        own.mti = mti(420);
+        own.order_ref = None;
+        assert_eq!(t.code(own), Approved);
+        assert_eq!(t.acct(RICH).held, 2_500, "the hold stands");
+        assert_eq!(t.order_status(&id), OrderStatus::Paid);
     });
 }
 
