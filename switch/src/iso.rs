@@ -90,6 +90,7 @@ fn financial(msg: &Message<'_>) -> Option<Request> {
     // `text_bytes` reads ASCII fields in place; `buf` is for the other encodings.
     let mut buf = [0u8; 42];
     let mti = routing::Mti::new(msg.mti().as_u16())?;
+    let base_mti = base(msg.mti());
     let stan = u32::try_from(msg.field(11)?.to_u64()?).ok()?;
     let transmission = msg.field(7)?.to_u64()?;
     let terminal = TerminalId::new(msg.field(41)?.text_bytes(&mut buf)?).ok()?;
@@ -106,7 +107,7 @@ fn financial(msg: &Message<'_>) -> Option<Request> {
         .ok()?,
     );
     // A balance inquiry needs no amount; every other request does.
-    let inquiry = base(msg.mti()) == 100 && code.transaction_type() == *b"31";
+    let inquiry = base_mti == 100 && code.transaction_type() == *b"31";
     match msg.field(4) {
         Some(f) => req.amount = Some(f.to_u64()?),
         None if inquiry => {}
@@ -123,7 +124,7 @@ fn financial(msg: &Message<'_>) -> Option<Request> {
     // acquirer sends there never reaches the journal. The only per-request heap value.
     if let Some(f) = msg
         .field(48)
-        .filter(|_| matches!(base(msg.mti()), 100 | 200) && !inquiry)
+        .filter(|_| matches!(base_mti, 100 | 200) && !inquiry)
     {
         req.order_ref = Some(f.to_string());
     }

@@ -35,6 +35,17 @@ impl AccountState {
         }
     }
 
+    /// Why this card cannot pay `amount` at `now`: funds (51), then the daily limit (61).
+    fn shortfall(&self, amount: i64, now: Now) -> Option<ResponseCode> {
+        if amount > self.balance - self.held {
+            Some(ResponseCode::InsufficientFunds)
+        } else if self.total_on(now.utc_day()).saturating_add(amount) > self.daily_limit {
+            Some(ResponseCode::ExceedsLimit)
+        } else {
+            None
+        }
+    }
+
     fn apply(&mut self, effect: Effect) {
         match effect {
             Effect::ReleaseHold { amount, day } => {
@@ -128,7 +139,7 @@ impl Shard {
             let o = order.shard(self.shard_count);
             // A payment this card cannot make does not reserve the order: another payment of
             // it may be on its way, and must not get 94 for an order that stays open.
-            let msg = match self.shortfall(now, &ctx) {
+            let msg = match acct.shortfall(ctx.amount, now) {
                 Some(_) => Msg::CheckOrder(ctx),
                 None => Msg::Reserve(ctx),
             };
@@ -149,7 +160,11 @@ impl Shard {
     ) {
         let code = match result {
             Err(code) => code,
-            Ok(()) => match self.shortfall(now, &ctx) {
+            Ok(()) => match self
+                .accounts
+                .get(&ctx.pan)
+                .and_then(|a| a.shortfall(ctx.amount, now))
+            {
                 Some(code) => code,
                 None => {
                     let o = ctx
@@ -163,18 +178,6 @@ impl Shard {
         // Nothing was reserved: nothing to release.
         ctx.order = None;
         self.decide(now, &ctx, code, out);
-    }
-
-    /// Why this card cannot pay `ctx.amount` now: funds (51), then the daily limit (61).
-    fn shortfall(&self, now: Now, ctx: &AuthCtx) -> Option<ResponseCode> {
-        let acct = self.accounts.get(&ctx.pan)?;
-        if ctx.amount > acct.balance - acct.held {
-            Some(ResponseCode::InsufficientFunds)
-        } else if acct.total_on(now.utc_day()).saturating_add(ctx.amount) > acct.daily_limit {
-            Some(ResponseCode::ExceedsLimit)
-        } else {
-            None
-        }
     }
 
     /// O's answer to a reservation.
@@ -198,11 +201,11 @@ impl Shard {
     /// Funds (51) and daily limit (61), then the debit or hold. A declined payment that had
     /// reserved its order releases it.
     fn settle(&mut self, now: Now, mut ctx: Box<AuthCtx>, out: &mut Vec<Output>) {
-        let code = match self.shortfall(now, &ctx) {
-            Some(code) => code,
-            None => match self.accounts.get_mut(&ctx.pan) {
-                None => ResponseCode::InvalidCardNumber,
-                Some(acct) => {
+        let code = match self.accounts.get_mut(&ctx.pan) {
+            None => ResponseCode::InvalidCardNumber,
+            Some(acct) => match acct.shortfall(ctx.amount, now) {
+                Some(code) => code,
+                None => {
                     match ctx.kind {
                         AuthKind::Purchase => acct.balance -= ctx.amount,
                         AuthKind::Hold => acct.held += ctx.amount,

@@ -237,10 +237,7 @@ impl Shard {
         self.idem
             .values()
             .all(|e| matches!(e, IdemEntry::Done { .. }))
-            && self
-                .txns
-                .values()
-                .all(|s| !matches!(s, TxnSlot::Pending(_)) && !s.has_pending_half())
+            && self.txns.values().all(|s| !s.deciding())
     }
 
     /// The approval counter (approval codes are derived from it).

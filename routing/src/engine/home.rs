@@ -191,24 +191,11 @@ impl Shard {
     ) {
         let txn = req.own_txn();
         self.forget_if_expired(&txn, now);
-        match self.txns.get_mut(&txn) {
+        let joins = match self.txns.get_mut(&txn) {
             Some(slot) if slot.awaits_late(kind) => {
                 // PROTOCOL.md 2, Reversals: its reversal came first; the late original is
-                // declined, and a later reversal of it answers 00 with no change. The marker
-                // did not say whether it waited for a 0100 or a 0200: it stays for the other.
-                let declined = TxnSlot::Record(declined_record(now, kind, &req));
-                *slot = match std::mem::replace(slot, TxnSlot::Marker { expires: 0 }) {
-                    TxnSlot::Marker { expires } => {
-                        let mut halves = [TxnSlot::Marker { expires }, TxnSlot::Marker { expires }];
-                        halves[kind.half()] = declined;
-                        TxnSlot::Both(Box::new(halves))
-                    }
-                    TxnSlot::Both(mut halves) => {
-                        halves[kind.half()] = declined;
-                        TxnSlot::Both(halves)
-                    }
-                    other => other,
-                };
+                // declined, and a later reversal of it answers 00 with no change.
+                slot.decline_late(kind, declined_record(now, kind, &req));
                 return self.answer(now, token, key, fp, ResponseCode::DoNotHonour, out);
             }
             Some(slot) if slot.has(kind) => {
@@ -223,9 +210,10 @@ impl Shard {
                 self.record_declined(now, txn, kind, &req);
                 return self.answer(now, token, key, fp, ResponseCode::Duplicate, out);
             }
-            // Nothing yet, or the other of 0100/0200 (another key): this one joins it.
-            Some(_) | None => {}
-        }
+            // The other of 0100/0200 (another key): this one joins it.
+            Some(_) => true,
+            None => false,
+        };
         let Some(pan) = req.pan.filter(Pan::is_card_number) else {
             self.record_declined(now, txn, kind, &req);
             return self.answer(now, token, key, fp, ResponseCode::InvalidCardNumber, out);
@@ -251,7 +239,12 @@ impl Shard {
             order: order.clone(),
             queued: Vec::new(),
         };
-        self.add_original(txn, TxnSlot::Pending(Box::new(record)));
+        let pending = TxnSlot::Pending(Box::new(record));
+        if joins {
+            self.add_original(txn, pending);
+        } else {
+            self.txns.insert(txn, pending);
+        }
         let ctx = AuthCtx {
             home: self.id,
             token,
@@ -428,10 +421,12 @@ impl Shard {
     ) {
         let txn = req.target_txn();
         self.forget_if_expired(&txn, now);
-        let paired = matches!(self.txns.get(&txn), Some(TxnSlot::Both(_)));
-        let original = match self.txns.get_mut(&txn) {
-            Some(TxnSlot::Both(halves)) => Some(&mut halves[reversed_kind(halves, &req).half()]),
-            slot => slot,
+        let (original, paired) = match self.txns.get_mut(&txn) {
+            Some(TxnSlot::Both(halves)) => {
+                let half = reversed_kind(halves, &req).half();
+                (Some(&mut halves[half]), true)
+            }
+            slot => (slot, false),
         };
         let decision = match original {
             Some(TxnSlot::Pending(p)) => {

@@ -194,6 +194,19 @@ const MSG_DECIDED_APPROVED: u8 = 8;
 const MSG_CHECK_ORDER: u8 = 9;
 const MSG_ORDER_CHECKED: u8 = 10;
 
+/// A `Reserved` or `OrderChecked`: its tag, the payment, then the order checks' outcome.
+fn put_order_outcome(out: &mut Vec<u8>, tag: u8, ctx: &AuthCtx, result: &Result<(), ResponseCode>) {
+    put_u8(out, tag);
+    ctx.put(out);
+    match result {
+        Ok(()) => put_u8(out, 0),
+        Err(code) => {
+            put_u8(out, 1);
+            code.put(out);
+        }
+    }
+}
+
 impl Wire for Msg {
     fn put(&self, out: &mut Vec<u8>) {
         match self {
@@ -206,30 +219,17 @@ impl Wire for Msg {
                 put_u8(out, MSG_AUTHORIZE);
                 ctx.put(out);
             }
-            Self::Reserve(ctx) | Self::CheckOrder(ctx) => {
-                let tag = if matches!(self, Self::Reserve(_)) {
-                    MSG_RESERVE
-                } else {
-                    MSG_CHECK_ORDER
-                };
-                put_u8(out, tag);
+            Self::Reserve(ctx) => {
+                put_u8(out, MSG_RESERVE);
                 ctx.put(out);
             }
-            Self::Reserved { ctx, result } | Self::OrderChecked { ctx, result } => {
-                let tag = if matches!(self, Self::Reserved { .. }) {
-                    MSG_RESERVED
-                } else {
-                    MSG_ORDER_CHECKED
-                };
-                put_u8(out, tag);
+            Self::CheckOrder(ctx) => {
+                put_u8(out, MSG_CHECK_ORDER);
                 ctx.put(out);
-                match result {
-                    Ok(()) => put_u8(out, 0),
-                    Err(code) => {
-                        put_u8(out, 1);
-                        code.put(out);
-                    }
-                }
+            }
+            Self::Reserved { ctx, result } => put_order_outcome(out, MSG_RESERVED, ctx, result),
+            Self::OrderChecked { ctx, result } => {
+                put_order_outcome(out, MSG_ORDER_CHECKED, ctx, result)
             }
             Self::Decided {
                 key,

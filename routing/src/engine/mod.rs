@@ -374,9 +374,13 @@ impl TxnSlot {
         }
     }
 
-    /// Whether one of two originals is still being decided.
-    fn has_pending_half(&self) -> bool {
-        matches!(self, Self::Both(h) if h.iter().any(|h| matches!(h, Self::Pending(_))))
+    /// Whether an original under this identity is still being decided.
+    fn deciding(&self) -> bool {
+        match self {
+            Self::Pending(_) => true,
+            Self::Both(halves) => halves.iter().any(TxnSlot::deciding),
+            Self::Marker { .. } | Self::Record(_) => false,
+        }
     }
 
     /// Whether an original of `kind` is under this identity.
@@ -396,13 +400,28 @@ impl TxnSlot {
         }
     }
 
-    /// The order an original under this identity holds or is reserving.
+    /// Whether an original under this identity holds or is reserving an order.
     fn holds_an_order(&self) -> bool {
         match self {
             Self::Pending(p) => p.order.is_some(),
             Self::Record(r) => r.order.is_some(),
             Self::Marker { .. } => false,
             Self::Both(halves) => halves.iter().any(TxnSlot::holds_an_order),
+        }
+    }
+
+    /// A late original of `kind`, declined at its marker, takes the marker's place for its
+    /// kind. The marker did not say whether it waited for a 0100 or a 0200: it stays for
+    /// the other.
+    fn decline_late(&mut self, kind: PayKind, declined: TxnRecord) {
+        if let Self::Marker { expires } = *self {
+            *self = Self::Both(Box::new([
+                Self::Marker { expires },
+                Self::Marker { expires },
+            ]));
+        }
+        if let Self::Both(halves) = self {
+            halves[kind.half()] = Self::Record(declined);
         }
     }
 
@@ -425,10 +444,10 @@ impl TxnSlot {
         if expired[0] == expired[1] {
             return false;
         }
-        let [hold, purchase] = *std::mem::replace(
-            halves,
-            Box::new([Self::Marker { expires: 0 }, Self::Marker { expires: 0 }]),
-        );
+        let Self::Both(halves) = std::mem::replace(self, Self::Marker { expires: 0 }) else {
+            return false;
+        };
+        let [hold, purchase] = *halves;
         *self = if expired[0] { purchase } else { hold };
         true
     }
