@@ -2,10 +2,11 @@
 # Capacity benchmark (issue 5): how fast is the switch on this machine, and how does that
 # compare with what the machine's loopback and our own client can do at all?
 #
-#   benches/capacity.sh            # about 2 minutes after the release build
+#   benches/capacity.sh            # about 3 minutes after the release build
 #
-# 1. Builds the release `switch` and `loadgen`, writes a demo data set (10,000 cards,
-#    10,000 orders) with `switch demo-data`.
+# 1. Builds the release `switch`, `loadgen` and `vcpu_probe`, writes a demo data set (10,000
+#    cards, 10,000 orders) with `switch demo-data`, and measures how steadily the vCPUs run
+#    with nothing else busy (`vcpu_probe`: benches/src/vcpu_probe.rs; again after the runs).
 # 2. Raw limit: `loadgen echo-server` (length-prefixed echo: framing and TCP only, no ISO 8583
 #    decoding) driven by `loadgen --mode echo`, the same client code as against the switch,
 #    closed loop 16 connections x 64 in flight.
@@ -28,7 +29,9 @@
 # default: the switch's own, one per core),
 # EXPECTED_TRANSACTIONS (the switch's --expected-transactions, 4000000: about what one switch
 # here takes in a saturation run and the row after it; 0 lets its maps grow as they fill),
-# KEEP_STATE (1: keep the switches' data directories, removed at the end otherwise).
+# KEEP_STATE (1: keep the switches' data directories, removed at the end otherwise),
+# PROBE_SECONDS (5: how long `vcpu_probe` measures the vCPUs' steadiness before and after the
+# runs; 0 skips it).
 # Durations and warm-ups are whole seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,10 +49,11 @@ PIPELINE=${PIPELINE:-64}
 THREADS=${THREADS:-1}
 SHARDS=${SHARDS:-}
 EXPECTED_TRANSACTIONS=${EXPECTED_TRANSACTIONS:-4000000}
+PROBE_SECONDS=${PROBE_SECONDS:-5}
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 echo "== building release binaries" >&2
-cargo build --release -p switch -p loadgen >&2
+cargo build --release -p switch -p loadgen -p benches --bin switch --bin loadgen --bin vcpu_probe >&2
 BIN=target/release
 mkdir -p "$OUT"
 demo_data "$BIN/switch" "$OUT/data"
@@ -131,6 +135,24 @@ ROWS=()
 cpus() { echo "$(cpu_per_answer "$1" 2) / $(cpu_per_answer "$1" 3) / $(cpu_per_answer "$1" 4)"; }
 FMT='| %-26s | %-10s | %-6s | %10s | %6s | %8s | %9s | %9s | %9s | %12s | %17s | %7s | %8s |'
 row() { ROWS+=("$(printf "$FMT" "$@")"); }
+
+# --- how steadily the vCPUs run, with nothing else busy -----------------------------------
+# probe NAME: `vcpu_probe` for PROBE_SECONDS into $OUT/NAME.out (nothing when PROBE_SECONDS is 0).
+probe() {
+  if [ "$PROBE_SECONDS" != 0 ]; then
+    echo "== vCPU steadiness ($1): vcpu_probe, ${PROBE_SECONDS}s" >&2
+    "$BIN/vcpu_probe" --seconds "$PROBE_SECONDS" >"$OUT/$1.out"
+  fi
+}
+# steadiness NAME: the probe's figures in words.
+steadiness() {
+  if [ -s "$OUT/$1.out" ]; then
+    echo "$(field "$1" below_half_pct)% of 100-us windows below half speed ($(field "$1" below_fifth_pct)% below a fifth), the slowest 1% at $(field "$1" p1_speed_pct)% of full speed, longest stretch below half speed $(field "$1" longest_slow_ms) ms, $(field "$1" disturbed_periods_pct)% of 100-ms periods disturbed"
+  else
+    echo "not measured"
+  fi
+}
+probe probe-before
 
 # --- the raw limit: echo server, same client -------------------------------------------
 echo "== raw limit: loadgen echo-server, closed loop ${CONNECTIONS}x${PIPELINE}" >&2
@@ -266,6 +288,7 @@ for durability in $DURABILITIES; do
 done
 kill -TERM "$ECHO_PID" 2>/dev/null || true
 wait "$ECHO_PID" 2>/dev/null || true
+probe probe-after
 
 # verdict OK: "met" or "not met".
 verdict() { if [ "$1" = 1 ]; then echo "met"; else echo "**not met**"; fi; }
@@ -313,6 +336,8 @@ targets() {
       'BEGIN { if (e > 0) printf "switch (--durability %s) at saturation: %.0f answers/s = %.1f%% of the echo limit (%.0f/s)\n", d, s, 100 * s / e, e }'
   done
   printf '%s\n' "${NOTES[@]}"
+  echo "vCPU steadiness before the runs (vcpu_probe: one spinning thread per CPU, nothing else busy): $(steadiness probe-before)"
+  echo "vCPU steadiness after the runs: $(steadiness probe-after)"
   echo
   targets
   echo
@@ -324,6 +349,11 @@ targets() {
   echo "of the machine's CPU time the hypervisor gave to others while its vCPUs wanted to run."
   echo "'builders': in how many of the half-second samples of the measured part the switch was"
   echo "building a periodic snapshot (replaying its journal beside the shards)."
+  echo "'vCPU steadiness': how much fixed work each CPU did in every 100-us window against its"
+  echo "median; a window below half speed is time the host took from the vCPU (this guest may"
+  echo "report no steal for it). A 100-ms period is disturbed when a tenth of its windows are."
+  echo "While a vCPU runs slow, a server paced at half its saturation rate is over capacity:"
+  echo "open-loop tails then measure the host as much as the server."
   echo "Reports (JSON, .hgrm, .svg) and switch logs: $OUT"
 } | tee "$OUT/summary.md"
 
