@@ -137,6 +137,13 @@ async fn bad_input_closes_only_its_own_connection_and_is_counted() {
     bad.send_raw(b"XXXXgarbage").await;
     // A truncated message (bitmap announces fields that are missing), 11 unreadable: skipped.
     bad.send_raw(b"0200\x00\x00\x00\x00\x00\x20\x00\x00").await;
+    // A stray response (a well-formed 0210): it has no response MTI; answering it would loop
+    // between two switches. Skipped, never answered (checked below).
+    bad.send(
+        "0210",
+        &Req::financial(&pan, "000000", 1, 900).set(39, "00").list(),
+    )
+    .await;
     // Still usable afterwards:
     let r = bad
         .call(
@@ -149,6 +156,10 @@ async fn bad_input_closes_only_its_own_connection_and_is_counted() {
         )
         .await;
     assert_eq!(r.code(), "00");
+    assert!(
+        bad.try_recv(Duration::from_millis(300)).await.is_none(),
+        "nothing answers the stray 0210"
+    );
     purchase(&mut good, &pan, &mut stan).await;
 
     // Oversize header: that connection is closed, the other keeps transacting.
@@ -187,6 +198,13 @@ async fn bad_input_closes_only_its_own_connection_and_is_counted() {
         "{metrics}"
     );
     assert!(metric(&metrics, "switch_frames_skipped_total{reason=\"no_stan\"}") >= 1.0);
+    assert_eq!(
+        metric(
+            &metrics,
+            "switch_frames_skipped_total{reason=\"not_a_request\"}"
+        ),
+        1.0
+    );
     assert!(
         metric(
             &metrics,
