@@ -2,9 +2,12 @@
 //! rest to the shards, and writes answers as they come back (in any order; clients match them by
 //! 41 + 11 + 7). Answers are gathered into one buffer and written with one syscall per batch.
 //!
+//! The requests of one read batch go to the shards as one [`Batch`] per shard, queued once the
+//! batch's frames are handled: one queue operation per shard and batch rather than per request.
+//!
 //! Backpressure: with `max_in_flight` requests undecided the task stops reading the socket, so a
 //! client that sends faster than the switch decides is slowed by TCP, never dropped. A shard
-//! whose queue is full does the same: the refused job waits in the task (offered again after
+//! whose queue is full does the same: the refused batch waits in the task (offered again after
 //! 100 us, doubling up to 10 ms) and nothing more is read until it is queued.
 //!
 //! The hot path does not await and does not move the decoded request: each frame is decoded
@@ -29,7 +32,7 @@ use tokio_util::codec::FramedRead;
 use crate::backend::Backend;
 use crate::iso::{self, Action, Answer};
 use crate::metrics::{CloseReason, Metrics, SkipReason};
-use crate::shards::{Job, Rejected, ReplyTo};
+use crate::shards::{connection_id, Batch, Rejected};
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -83,9 +86,14 @@ struct Connection {
     free: Vec<u32>,
     in_flight: usize,
     replies_tx: mpsc::UnboundedSender<(u32, Response)>,
-    /// A job the shards refused because its shard's queue was full: retried after `backoff`,
-    /// and nothing more is read meanwhile (backpressure).
-    stalled: Option<Job>,
+    /// This connection's id in the shards' reply books.
+    id: u64,
+    /// Requests of the read batch being handled, by shard (each with its slot), queued at its
+    /// end ([`Connection::queue_batches`]).
+    outbox: Vec<Vec<(u32, routing::Request)>>,
+    /// Batches a shard refused because its queue was full: retried after `backoff`, and
+    /// nothing more is read meanwhile (backpressure).
+    stalled: Vec<(usize, Batch)>,
     backoff: Duration,
     /// Framing was lost: answer what is in flight, read nothing more, close.
     pending_close: bool,
@@ -108,6 +116,7 @@ pub async fn serve(
     let (read_half, mut write_half) = stream.into_split();
     let mut frames = FramedRead::with_capacity(read_half, shared.framer.clone(), 64 * 1024);
     let (replies_tx, mut replies_rx) = mpsc::unbounded_channel();
+    let queues = shared.shards.queues();
     let mut conn = Connection {
         shared,
         out: BytesMut::with_capacity(64 * 1024),
@@ -115,7 +124,9 @@ pub async fn serve(
         free: Vec::new(),
         in_flight: 0,
         replies_tx,
-        stalled: None,
+        id: connection_id(),
+        outbox: (0..queues).map(|_| Vec::new()).collect(),
+        stalled: Vec::new(),
         backoff: FIRST_BACKOFF,
         pending_close: false,
     };
@@ -186,10 +197,11 @@ pub async fn serve(
                     Ok(false) => reading = false,
                     Err(reason) => { reading = false; conn.lost(reason); }
                 }
+                conn.queue_batches();
             }
             // select! builds every branch's future on each pass, enabled or not: the sleeps
             // are wrapped so that a timer is only made when its branch is polled.
-            _ = async { tokio::time::sleep(backoff).await }, if conn.stalled.is_some() => conn.retry(),
+            _ = async { tokio::time::sleep(backoff).await }, if !conn.stalled.is_empty() => conn.retry(),
             _ = phase.changed() => {}
             _ = async { tokio::time::sleep(Duration::from_millis(100)).await }, if current != Phase::Running => {}
             _ = sleep_until_opt(idle_deadline), if current == Phase::Running && idle_deadline.is_some() => {
@@ -225,7 +237,7 @@ impl Connection {
     /// Whether another frame may be taken: reading, under the in-flight limit, and no job
     /// waiting for room in a shard's queue.
     fn can_read(&self, reading: bool) -> bool {
-        reading && self.stalled.is_none() && self.in_flight < self.shared.max_in_flight
+        reading && self.stalled.is_empty() && self.in_flight < self.shared.max_in_flight
     }
 
     /// A free slot's index (a new slot when none is free).
@@ -301,54 +313,79 @@ impl Connection {
                 slot.live = true;
                 self.in_flight += 1;
                 metrics.in_flight.inc();
-                let job = Job {
-                    request,
-                    reply: ReplyTo {
-                        tx: self.replies_tx.clone(),
-                        slot: index,
-                    },
-                };
-                self.submit(job);
+                let queue = shared.shards.queue_of(&request);
+                match self.outbox.get_mut(queue) {
+                    Some(jobs) => jobs.push((index, request)),
+                    None => self.refuse(index),
+                }
             }
         }
         Ok(true)
     }
 
-    /// Queues a job on its shard; a full queue leaves it in `stalled` for [`Connection::retry`].
-    fn submit(&mut self, job: Job) {
-        match self.shared.shards.submit(job) {
+    /// Queues the read batch's requests, one batch per shard.
+    fn queue_batches(&mut self) {
+        for queue in 0..self.outbox.len() {
+            let Some(jobs) = self.outbox.get_mut(queue).filter(|j| !j.is_empty()) else {
+                continue;
+            };
+            // The next read batch's requests go to a new vector: this one travels with the batch.
+            let jobs = std::mem::take(jobs);
+            let batch = Batch {
+                conn: self.id,
+                tx: self.replies_tx.clone(),
+                jobs,
+            };
+            self.submit(queue, batch);
+        }
+    }
+
+    /// Queues a batch on its shard; a full queue leaves it in `stalled` for
+    /// [`Connection::retry`].
+    fn submit(&mut self, queue: usize, batch: Batch) {
+        match self.shared.shards.submit_batch(queue, batch) {
             Ok(()) => self.backoff = FIRST_BACKOFF,
-            Err(Rejected::Full(job)) => self.stalled = Some(job),
-            Err(Rejected::Stopped(job)) => {
-                tracing::error!("shards stopped; answering 96");
-                let index = job.reply.slot;
-                let Some(slot) = self.slots.get_mut(index as usize) else {
-                    return;
-                };
-                slot.live = false;
-                self.free.push(index);
-                self.in_flight -= 1;
-                self.shared.metrics.in_flight.dec();
-                if let Some(response_mti) = slot.request.mti().response() {
-                    let answer = Answer {
-                        response_mti,
-                        code: "96",
-                        approval_code: None,
-                        additional_amounts: None,
-                        network: false,
-                    };
-                    write(&self.shared, &mut self.out, &slot.request, answer);
+            Err(Rejected::Full(batch)) => self.stalled.push((queue, batch)),
+            Err(Rejected::Stopped(batch)) => {
+                tracing::error!(requests = batch.jobs.len(), "shards stopped; answering 96");
+                for (index, _) in batch.jobs {
+                    self.refuse(index);
                 }
-                slot.request.clear();
             }
         }
     }
 
-    /// Offers the stalled job again, after a longer wait next time if the queue is still full.
+    /// Answers 96 at once to the request in slot `index`, which no shard will decide.
+    fn refuse(&mut self, index: u32) {
+        let Some(slot) = self.slots.get_mut(index as usize) else {
+            return;
+        };
+        slot.live = false;
+        self.free.push(index);
+        self.in_flight -= 1;
+        self.shared.metrics.in_flight.dec();
+        if let Some(response_mti) = slot.request.mti().response() {
+            let answer = Answer {
+                response_mti,
+                code: "96",
+                approval_code: None,
+                additional_amounts: None,
+                network: false,
+            };
+            write(&self.shared, &mut self.out, &slot.request, answer);
+        }
+        slot.request.clear();
+    }
+
+    /// Offers the stalled batches again, after a longer wait next time if a queue is still
+    /// full.
     fn retry(&mut self) {
-        if let Some(job) = self.stalled.take() {
-            self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-            self.submit(job);
+        if self.stalled.is_empty() {
+            return;
+        }
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        for (queue, batch) in std::mem::take(&mut self.stalled) {
+            self.submit(queue, batch);
         }
     }
 

@@ -223,7 +223,7 @@ impl Metrics {
         let queue_family = Family::<Labels, Gauge>::default();
         registry.register(
             "shard_queue_depth",
-            "Requests waiting in each authorization shard's queue",
+            "Requests waiting in each authorization shard's queue (queued in batches, one per connection read)",
             queue_family.clone(),
         );
         let shard_queue = (0..shards)

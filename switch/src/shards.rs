@@ -2,7 +2,9 @@
 //!
 //! Each shard is one OS thread that owns one `routing::Shard` (its partition of transactions,
 //! accounts and orders) and is the only writer of that state: no lock is taken per message.
-//! Connection tasks feed it through a bounded crossbeam channel; shards talk to each other
+//! Connection tasks feed it through a bounded crossbeam channel, a [`Batch`] of requests per
+//! connection read (its reply address once: the shard's [`ReplyBook`] keeps one per connection
+//! with requests pending); shards talk to each other
 //! through unbounded channels (a bounded peer channel could deadlock two shards sending to each
 //! other; peer traffic is bounded anyway by the requests in flight). Answers go back to the
 //! connection's own tokio channel, named in the request.
@@ -116,27 +118,47 @@ pub struct ReplyTo {
     pub slot: u32,
 }
 
-/// Work for a shard from a connection.
+/// One request for a shard, with where its answer goes.
 #[derive(Debug)]
 pub struct Job {
     pub request: Request,
     pub reply: ReplyTo,
 }
 
-/// Why a job could not be queued.
+/// The requests one connection read together for one shard, queued as one: one channel
+/// operation and one reply address for all of them, where a job each cost a queue operation and
+/// a clone of the connection's sender, shared by two cores, per request.
 #[derive(Debug)]
-pub enum Rejected {
+pub struct Batch {
+    /// The connection ([`connection_id`]): a shard keeps one reply address per connection with
+    /// requests pending there.
+    pub conn: u64,
+    pub tx: UnboundedSender<(u32, Response)>,
+    /// Each request with its slot on the connection.
+    pub jobs: Vec<(u32, Request)>,
+}
+
+/// A new connection's id, unique for the life of the process.
+pub fn connection_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Why a job (or a batch) could not be queued.
+#[derive(Debug)]
+pub enum Rejected<T = Job> {
     /// The shard's queue is full: try again shortly (backpressure).
-    Full(Job),
+    Full(T),
     /// The shards have stopped.
-    Stopped(Job),
+    Stopped(T),
 }
 
 /// The connection side's handle on the shards.
 #[derive(Debug, Clone)]
 pub struct ShardSet {
-    jobs: Arc<[Sender<Job>]>,
+    jobs: Arc<[Sender<Batch>]>,
     failed: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 impl ShardSet {
@@ -154,18 +176,53 @@ impl ShardSet {
         self.failed.clone()
     }
 
-    /// Queues a request on the shard that owns it.
+    /// The shard that owns a request: where its batch goes.
+    pub fn shard_of(&self, request: &Request) -> usize {
+        request.home_shard(self.jobs.len())
+    }
+
+    /// Queues a batch on shard `shard` (every request in it owned by that shard).
+    pub fn submit_batch(&self, shard: usize, batch: Batch) -> Result<(), Rejected<Batch>> {
+        let Some(tx) = self.jobs.get(shard) else {
+            return Err(Rejected::Stopped(batch));
+        };
+        let queued = batch.jobs.len() as i64;
+        tx.try_send(batch).map_err(|e| match e {
+            TrySendError::Full(batch) => Rejected::Full(batch),
+            TrySendError::Disconnected(batch) => Rejected::Stopped(batch),
+        })?;
+        if let Some(g) = self.metrics.shard_queue(shard) {
+            g.inc_by(queued);
+        }
+        Ok(())
+    }
+
+    /// Queues one request on the shard that owns it, as a batch of one of a connection of its
+    /// own.
     // The job comes back in the error to be retried; boxing it would allocate per message.
     #[allow(clippy::result_large_err)]
     pub fn submit(&self, job: Job) -> Result<(), Rejected> {
-        let shard = job.request.home_shard(self.jobs.len());
-        let Some(tx) = self.jobs.get(shard) else {
-            return Err(Rejected::Stopped(job));
+        let shard = self.shard_of(&job.request);
+        let batch = Batch {
+            conn: connection_id(),
+            tx: job.reply.tx,
+            jobs: vec![(job.reply.slot, job.request)],
         };
-        tx.try_send(job).map_err(|e| match e {
-            TrySendError::Full(job) => Rejected::Full(job),
-            TrySendError::Disconnected(job) => Rejected::Stopped(job),
+        self.submit_batch(shard, batch).map_err(|e| match e {
+            Rejected::Full(b) => Rejected::Full(Batch::into_job(b)),
+            Rejected::Stopped(b) => Rejected::Stopped(Batch::into_job(b)),
         })
+    }
+}
+
+impl Batch {
+    /// A batch of one back as its job.
+    fn into_job(mut batch: Batch) -> Job {
+        let (slot, request) = batch.jobs.pop().expect("a batch of one");
+        Job {
+            request,
+            reply: ReplyTo { tx: batch.tx, slot },
+        }
     }
 }
 
@@ -298,7 +355,7 @@ pub fn start(
     }
     let boot_bits = (boot & ((1 << (64 - TOKEN_BOOT_SHIFT)) - 1)) << TOKEN_BOOT_SHIFT;
     let (job_txs, job_rxs): (Vec<_>, Vec<_>) = (0..n)
-        .map(|_| channel::bounded::<Job>(queue_capacity))
+        .map(|_| channel::bounded::<Batch>(queue_capacity))
         .unzip();
     let (peer_txs, peer_rxs): (Vec<_>, Vec<_>) =
         (0..n).map(|_| channel::unbounded::<Inbound>()).unzip();
@@ -350,6 +407,7 @@ pub fn start(
         ShardSet {
             jobs: job_txs.into(),
             failed: failed.clone(),
+            metrics,
         },
         ShardThreads {
             handles,
@@ -373,11 +431,81 @@ enum Inbound {
 /// How often a shard drops records older than the idempotency window.
 const PURGE_EVERY_SECS: u64 = 60;
 
-/// A request this shard is deciding: where its answer goes, and the response MTI for a 96.
+/// A request this shard is deciding: where its answer goes (its connection in the
+/// [`ReplyBook`], its slot there), and the response MTI for a 96.
 #[derive(Debug)]
 struct Pending {
-    reply: ReplyTo,
+    conn: u32,
+    slot: u32,
     response_mti: Mti,
+}
+
+/// The reply addresses of the connections with requests pending on a shard, one per
+/// connection: a request holds an index here rather than a clone of its connection's sender.
+/// A connection is forgotten when its last pending request is answered.
+#[derive(Default)]
+struct ReplyBook {
+    entries: Vec<Option<ReplyEntry>>,
+    free: Vec<u32>,
+    by_conn: std::collections::HashMap<u64, u32>,
+}
+
+struct ReplyEntry {
+    conn: u64,
+    tx: UnboundedSender<(u32, Response)>,
+    pending: u32,
+}
+
+impl ReplyBook {
+    /// Where `n` more requests of connection `conn` answer.
+    fn attach(&mut self, conn: u64, tx: UnboundedSender<(u32, Response)>, n: u32) -> u32 {
+        if let Some(&i) = self.by_conn.get(&conn) {
+            if let Some(Some(e)) = self.entries.get_mut(i as usize) {
+                e.pending += n;
+                return i;
+            }
+        }
+        let entry = Some(ReplyEntry {
+            conn,
+            tx,
+            pending: n,
+        });
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.entries[i as usize] = entry;
+                i
+            }
+            None => {
+                self.entries.push(entry);
+                (self.entries.len() - 1) as u32
+            }
+        };
+        self.by_conn.insert(conn, i);
+        i
+    }
+
+    /// Sends one pending request's answer to its connection (which may be gone: the answer
+    /// then has no reader).
+    fn send(&mut self, i: u32, slot: u32, response: Response) {
+        let Some(Some(e)) = self.entries.get_mut(i as usize) else {
+            tracing::error!(conn = i, "answer for a connection not in the reply book");
+            return;
+        };
+        let _ = e.tx.send((slot, response));
+        e.pending -= 1;
+        if e.pending == 0 {
+            let conn = e.conn;
+            self.entries[i as usize] = None;
+            self.by_conn.remove(&conn);
+            self.free.push(i);
+        }
+    }
+
+    /// Connections with requests pending.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_conn.len()
+    }
 }
 
 /// What every shard thread shares.
@@ -437,12 +565,14 @@ struct Worker {
     journal: Journal,
     /// The shard's directory (snapshots and segments).
     dir: std::path::PathBuf,
-    jobs: Receiver<Job>,
+    jobs: Receiver<Batch>,
     peers: Receiver<Inbound>,
     shared: Shared,
     /// Reply addresses of the requests this shard is deciding, by local slot.
     replies: Vec<Option<Pending>>,
     free: Vec<u64>,
+    /// The connections those requests answer to.
+    conns: ReplyBook,
     /// Journal records of the batch being decided.
     buf: Vec<u8>,
     /// Outputs of the batch being decided, held until it is committed.
@@ -450,7 +580,8 @@ struct Worker {
     /// The batch being taken off the queues (kept for its allocation). Requests are boxed
     /// as they are taken (their journal input holds them boxed), so the batch moves pointers.
     peer_batch: Vec<Inbound>,
-    job_batch: Vec<(Box<Request>, ReplyTo)>,
+    /// Each request with its connection in `conns` and its slot there.
+    job_batch: Vec<(Box<Request>, u32, u32)>,
     /// This shard's own journal failed: it applies nothing more.
     broken: bool,
     /// Stopping: no new periodic snapshot.
@@ -475,7 +606,7 @@ impl Worker {
         shard: Shard,
         journal: Journal,
         boot_bits: u64,
-        jobs: Receiver<Job>,
+        jobs: Receiver<Batch>,
         peers: Receiver<Inbound>,
         shared: Shared,
     ) -> std::io::Result<Worker> {
@@ -492,6 +623,7 @@ impl Worker {
             shared,
             replies: Vec::new(),
             free: Vec::new(),
+            conns: ReplyBook::default(),
             buf: Vec::with_capacity(64 * 1024),
             out: Vec::with_capacity(256),
             peer_batch: Vec::with_capacity(PEER_BATCH),
@@ -541,22 +673,19 @@ impl Worker {
             let mut job_batch = std::mem::take(&mut self.job_batch);
             while jobs_open && job_batch.len() < BATCH {
                 match self.jobs.try_recv() {
-                    Ok(job) => job_batch.push((Box::new(job.request), job.reply)),
+                    Ok(batch) => self.unpack(batch, &mut job_batch),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => jobs_open = false,
                 }
             }
-            for (request, _) in &job_batch {
+            for (request, _, _) in &job_batch {
                 self.shard.warm_request(request);
             }
             let taken = job_batch.len();
-            for (request, reply) in job_batch.drain(..) {
-                self.take_boxed(now, request, reply);
+            for (request, conn, slot) in job_batch.drain(..) {
+                self.take_boxed(now, request, conn, slot);
             }
             self.job_batch = job_batch;
-            if let Some(g) = self.shared.metrics.shard_queue(self.id) {
-                g.set(self.jobs.len() as i64);
-            }
             // Commit what this pass decided: one write (and fsync) for the whole batch.
             self.submit();
             self.reap_snapshot();
@@ -620,7 +749,7 @@ impl Worker {
             }
         } else if Some(idx) == job_idx {
             match op.recv(&self.jobs) {
-                Ok(job) => self.take(wall_clock(), job),
+                Ok(batch) => self.take_batch(wall_clock(), batch),
                 Err(_) => *jobs_open = false,
             }
         }
@@ -651,18 +780,50 @@ impl Worker {
         }
     }
 
-    fn take(&mut self, now: Now, job: Job) {
-        self.take_boxed(now, Box::new(job.request), job.reply);
+    /// A batch off the queue: its connection in the reply book, its requests (boxed, as
+    /// their journal input holds them) onto `into`.
+    fn unpack(&mut self, batch: Batch, into: &mut Vec<(Box<Request>, u32, u32)>) {
+        let n = batch.jobs.len();
+        if let Some(g) = self.shared.metrics.shard_queue(self.id) {
+            g.dec_by(n as i64);
+        }
+        let conn = self.conns.attach(batch.conn, batch.tx, n as u32);
+        into.extend(
+            batch
+                .jobs
+                .into_iter()
+                .map(|(slot, request)| (Box::new(request), conn, slot)),
+        );
     }
 
-    fn take_boxed(&mut self, now: Now, request: Box<Request>, reply: ReplyTo) {
+    fn take_batch(&mut self, now: Now, batch: Batch) {
+        let mut jobs = Vec::with_capacity(batch.jobs.len());
+        self.unpack(batch, &mut jobs);
+        for (request, conn, slot) in jobs {
+            self.take_boxed(now, request, conn, slot);
+        }
+    }
+
+    /// One request, as a batch of one of a connection of its own.
+    #[cfg(test)]
+    fn take(&mut self, now: Now, job: Job) {
+        let batch = Batch {
+            conn: connection_id(),
+            tx: job.reply.tx,
+            jobs: vec![(job.reply.slot, job.request)],
+        };
+        self.take_batch(now, batch);
+    }
+
+    fn take_boxed(&mut self, now: Now, request: Box<Request>, conn: u32, slot: u32) {
         let response_mti = request.mti.response();
         if self.shared.failed.load(Ordering::Relaxed) {
             // Fail-stop: nothing is decided (or applied) once a journal has failed.
-            let _ = reply.tx.send((
-                reply.slot,
+            self.conns.send(
+                conn,
+                slot,
                 Response::plain(response_mti, ResponseCode::SystemMalfunction),
-            ));
+            );
             return;
         }
         let local = match self.free.pop() {
@@ -672,9 +833,10 @@ impl Worker {
                 (self.replies.len() - 1) as u64
             }
         };
-        if let Some(slot) = self.replies.get_mut(local as usize) {
-            *slot = Some(Pending {
-                reply,
+        if let Some(pending) = self.replies.get_mut(local as usize) {
+            *pending = Some(Pending {
+                conn,
+                slot,
                 response_mti,
             });
         }
@@ -852,10 +1014,11 @@ impl Worker {
     fn refuse_undecided(&mut self) {
         for (local, slot) in self.replies.iter_mut().enumerate() {
             if let Some(p) = slot.take() {
-                let _ = p.reply.tx.send((
-                    p.reply.slot,
+                self.conns.send(
+                    p.conn,
+                    p.slot,
                     Response::plain(p.response_mti, ResponseCode::SystemMalfunction),
-                ));
+                );
                 self.free.push(local as u64);
             }
         }
@@ -885,8 +1048,7 @@ impl Worker {
         match self.replies.get_mut(local as usize).and_then(Option::take) {
             Some(p) => {
                 self.free.push(local);
-                // The connection may be gone; its answer then has no reader.
-                let _ = p.reply.tx.send((p.reply.slot, response));
+                self.conns.send(p.conn, p.slot, response);
             }
             // Already answered 96 after a journal failure.
             None if self.broken || self.shared.failed.load(Ordering::Relaxed) => {}
@@ -1146,6 +1308,82 @@ mod tests {
         let (set, threads) = start(loaded, 16, metrics.clone()).expect("start");
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         (set, threads, metrics, tx, rx)
+    }
+
+    /// A connection's read batch: several requests, one queue operation, one reply address;
+    /// each answered in its own slot, and the queue gauge back at zero.
+    #[test]
+    fn a_batch_is_answered_request_by_request() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let journal = Journal::open(dir.path(), 0, 0, false).expect("journal");
+        let (set, threads, metrics, tx, mut rx) = one_shard(journal);
+        let conn = connection_id();
+        let jobs: Vec<(u32, Request)> = (10..15).map(|stan| (stan + 100, echo(stan))).collect();
+        assert!(set
+            .submit_batch(
+                0,
+                Batch {
+                    conn,
+                    tx: tx.clone(),
+                    jobs
+                }
+            )
+            .is_ok());
+        let second = vec![(200, echo(20))];
+        assert!(set
+            .submit_batch(
+                0,
+                Batch {
+                    conn,
+                    tx,
+                    jobs: second
+                }
+            )
+            .is_ok());
+        let mut slots: Vec<u32> = (0..6)
+            .map(|_| {
+                let (slot, response) = rx.blocking_recv().expect("an answer");
+                assert_eq!(response.code, ResponseCode::Approved);
+                slot
+            })
+            .collect();
+        slots.sort_unstable();
+        assert_eq!(slots, [110, 111, 112, 113, 114, 200]);
+        assert_eq!(metrics.shard_queue(0).expect("gauge").get(), 0);
+        drop(set);
+        threads.join();
+    }
+
+    #[test]
+    fn the_reply_book_keeps_one_address_per_connection_until_its_last_answer() {
+        let mut book = ReplyBook::default();
+        let (tx_a, mut rx_a) = tokio::sync::mpsc::unbounded_channel();
+        let (tx_b, mut rx_b) = tokio::sync::mpsc::unbounded_channel();
+        let a = book.attach(1, tx_a.clone(), 2);
+        assert_eq!(
+            book.attach(1, tx_a, 1),
+            a,
+            "the same connection, the same entry"
+        );
+        let b = book.attach(2, tx_b, 1);
+        assert_ne!(a, b);
+        assert_eq!(book.len(), 2);
+        let ok = || Response::plain(Mti::new(810).expect("mti"), ResponseCode::Approved);
+        book.send(b, 7, ok());
+        assert_eq!(rx_b.try_recv().expect("b's answer").0, 7);
+        assert_eq!(book.len(), 1, "b had nothing more pending");
+        book.send(a, 1, ok());
+        book.send(a, 2, ok());
+        assert_eq!(book.len(), 1);
+        book.send(a, 3, ok());
+        assert_eq!(book.len(), 0);
+        let got: Vec<u32> = std::iter::from_fn(|| rx_a.try_recv().ok().map(|(s, _)| s)).collect();
+        assert_eq!(got, [1, 2, 3]);
+        // A freed entry is reused by the next connection; the old one's sender is gone.
+        assert!(rx_b.try_recv().is_err());
+        let (tx_c, _rx_c) = tokio::sync::mpsc::unbounded_channel();
+        let c = book.attach(3, tx_c, 1);
+        assert!(c == a || c == b, "a freed index is reused");
     }
 
     fn ask(
