@@ -43,31 +43,41 @@ impl Backend {
         match self {
             Self::Embedded(s) => s.submit_batch(queue, batch),
             // The store's workers take single jobs (their own batching is per database
-            // transaction), each on the worker its card maps to.
+            // transaction), each on the worker its card maps to. A stopped worker refuses
+            // only its own jobs; a full one stops the batch there, its rest (and the refused
+            // ones) offered again later.
             Self::Postgres(s) => {
                 let Batch { conn, tx, jobs } = batch;
+                let mut refused = Vec::new();
                 let mut jobs = jobs.into_iter();
                 while let Some((slot, request)) = jobs.next() {
                     let reply = ReplyTo {
                         tx: tx.clone(),
                         slot,
                     };
-                    let rest = |job: Job, jobs: std::vec::IntoIter<(u32, Request)>| Batch {
-                        conn,
-                        tx: job.reply.tx.clone(),
-                        jobs: std::iter::once((job.reply.slot, job.request))
-                            .chain(jobs)
-                            .collect(),
-                    };
                     match s.submit(Job { request, reply }) {
                         Ok(()) => {}
-                        Err(Rejected::Full(job)) => return Err(Rejected::Full(rest(job, jobs))),
-                        Err(Rejected::Stopped(job)) => {
-                            return Err(Rejected::Stopped(rest(job, jobs)))
+                        Err(Rejected::Stopped(job)) => refused.push((job.reply.slot, job.request)),
+                        Err(Rejected::Full(job)) => {
+                            refused.push((job.reply.slot, job.request));
+                            refused.extend(jobs);
+                            return Err(Rejected::Full(Batch {
+                                conn,
+                                tx,
+                                jobs: refused,
+                            }));
                         }
                     }
                 }
-                Ok(())
+                if refused.is_empty() {
+                    Ok(())
+                } else {
+                    Err(Rejected::Stopped(Batch {
+                        conn,
+                        tx,
+                        jobs: refused,
+                    }))
+                }
             }
         }
     }

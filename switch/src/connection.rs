@@ -148,6 +148,10 @@ pub async fn serve(
             // decided (shards answer in microseconds), then close.
             reading = false;
             let deadline = *closing_deadline.get_or_insert_with(|| Instant::now() + CLOSING_FLUSH);
+            if !conn.stalled.is_empty() {
+                conn.refuse_stalled();
+                continue;
+            }
             if conn.in_flight == 0 || Instant::now() >= deadline {
                 break CloseReason::Shutdown;
             }
@@ -383,9 +387,22 @@ impl Connection {
         if self.stalled.is_empty() {
             return;
         }
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        let longer = (self.backoff * 2).min(MAX_BACKOFF);
         for (queue, batch) in std::mem::take(&mut self.stalled) {
             self.submit(queue, batch);
+        }
+        if !self.stalled.is_empty() {
+            self.backoff = longer;
+        }
+    }
+
+    /// Answers 96 to the requests of the batches still refused (closing: none will be
+    /// queued). They were never applied.
+    fn refuse_stalled(&mut self) {
+        for (_, batch) in std::mem::take(&mut self.stalled) {
+            for (index, _) in batch.jobs {
+                self.refuse(index);
+            }
         }
     }
 

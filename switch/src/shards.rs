@@ -93,7 +93,7 @@
 //! process (in flight at a crash, replayed at start) from ever matching a live request's; an
 //! answer for a token of another boot is dropped.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -157,8 +157,11 @@ pub enum Rejected<T = Job> {
 #[derive(Debug, Clone)]
 pub struct ShardSet {
     jobs: Arc<[Sender<Batch>]>,
+    /// Requests queued on each shard (its channel counts batches).
+    queued: Arc<[AtomicUsize]>,
+    /// How many requests a shard's queue holds before a batch is refused as full.
+    capacity: usize,
     failed: Arc<AtomicBool>,
-    metrics: Arc<Metrics>,
 }
 
 impl ShardSet {
@@ -181,20 +184,27 @@ impl ShardSet {
         request.home_shard(self.jobs.len())
     }
 
-    /// Queues a batch on shard `shard` (every request in it owned by that shard).
+    /// Queues a batch on shard `shard` (every request in it owned by that shard). Refused as
+    /// full when the shard's queue holds its capacity in requests (a batch larger than the
+    /// capacity is taken by an empty queue).
     pub fn submit_batch(&self, shard: usize, batch: Batch) -> Result<(), Rejected<Batch>> {
-        let Some(tx) = self.jobs.get(shard) else {
+        let (Some(tx), Some(queued)) = (self.jobs.get(shard), self.queued.get(shard)) else {
             return Err(Rejected::Stopped(batch));
         };
-        let queued = batch.jobs.len() as i64;
-        tx.try_send(batch).map_err(|e| match e {
-            TrySendError::Full(batch) => Rejected::Full(batch),
-            TrySendError::Disconnected(batch) => Rejected::Stopped(batch),
-        })?;
-        if let Some(g) = self.metrics.shard_queue(shard) {
-            g.inc_by(queued);
+        let n = batch.jobs.len();
+        // Counted before it is sent, so that the shard never takes it off the count first.
+        let before = queued.fetch_add(n, Ordering::Relaxed);
+        if before > 0 && before + n > self.capacity {
+            queued.fetch_sub(n, Ordering::Relaxed);
+            return Err(Rejected::Full(batch));
         }
-        Ok(())
+        tx.try_send(batch).map_err(|e| {
+            queued.fetch_sub(n, Ordering::Relaxed);
+            match e {
+                TrySendError::Full(batch) => Rejected::Full(batch),
+                TrySendError::Disconnected(batch) => Rejected::Stopped(batch),
+            }
+        })
     }
 
     /// Queues one request on the shard that owns it, as a batch of one of a connection of its
@@ -321,7 +331,8 @@ fn snapshot_all(finished: &mut [Finished]) {
     tracing::info!(shards = n, elapsed = ?started.elapsed(), "shutdown snapshots written");
 }
 
-/// How many jobs a shard takes from its queue into one batch.
+/// How many requests a shard takes from its queue into one batch (at least: it takes whole
+/// connection batches, so up to one connection batch more).
 pub const BATCH: usize = 1024;
 /// How many peer messages a shard takes into one batch.
 const PEER_BATCH: usize = 4096;
@@ -357,6 +368,7 @@ pub fn start(
     let (job_txs, job_rxs): (Vec<_>, Vec<_>) = (0..n)
         .map(|_| channel::bounded::<Batch>(queue_capacity))
         .unzip();
+    let queued: Arc<[AtomicUsize]> = (0..n).map(|_| AtomicUsize::new(0)).collect();
     let (peer_txs, peer_rxs): (Vec<_>, Vec<_>) =
         (0..n).map(|_| channel::unbounded::<Inbound>()).unzip();
     let redelivered = redeliver.len();
@@ -390,6 +402,7 @@ pub fn start(
             peers,
             Shared {
                 peer_txs: peer_txs.clone(),
+                queued: queued.clone(),
                 metrics: metrics.clone(),
                 stop: stop.clone(),
                 failed: failed.clone(),
@@ -406,8 +419,9 @@ pub fn start(
     Ok((
         ShardSet {
             jobs: job_txs.into(),
+            queued,
+            capacity: queue_capacity,
             failed: failed.clone(),
-            metrics,
         },
         ShardThreads {
             handles,
@@ -511,6 +525,8 @@ impl ReplyBook {
 /// What every shard thread shares.
 struct Shared {
     peer_txs: Arc<[Sender<Inbound>]>,
+    /// Requests queued on each shard ([`ShardSet`]'s count).
+    queued: Arc<[AtomicUsize]>,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
     /// Raised by any shard whose journal failed: every shard answers new requests 96.
@@ -686,6 +702,12 @@ impl Worker {
                 self.take_boxed(now, request, conn, slot);
             }
             self.job_batch = job_batch;
+            if let (Some(g), Some(q)) = (
+                self.shared.metrics.shard_queue(self.id),
+                self.shared.queued.get(self.id),
+            ) {
+                g.set(q.load(Ordering::Relaxed) as i64);
+            }
             // Commit what this pass decided: one write (and fsync) for the whole batch.
             self.submit();
             self.reap_snapshot();
@@ -784,8 +806,11 @@ impl Worker {
     /// their journal input holds them) onto `into`.
     fn unpack(&mut self, batch: Batch, into: &mut Vec<(Box<Request>, u32, u32)>) {
         let n = batch.jobs.len();
-        if let Some(g) = self.shared.metrics.shard_queue(self.id) {
-            g.dec_by(n as i64);
+        if let Some(q) = self.shared.queued.get(self.id) {
+            q.fetch_sub(n, Ordering::Relaxed);
+        }
+        if n == 0 {
+            return;
         }
         let conn = self.conns.attach(batch.conn, batch.tx, n as u32);
         into.extend(
@@ -1354,6 +1379,56 @@ mod tests {
         threads.join();
     }
 
+    /// A shard's queue is bounded in requests, whatever the batches: a batch that would take
+    /// it past its capacity is refused as full (an empty queue takes any batch), and a refused
+    /// or undeliverable batch leaves the count as it was.
+    #[test]
+    fn a_shard_queue_holds_its_capacity_in_requests() {
+        let (tx0, rx0) = channel::bounded(16);
+        let (tx1, rx1) = channel::bounded(16);
+        let set = ShardSet {
+            jobs: vec![tx0, tx1].into(),
+            queued: (0..2).map(|_| AtomicUsize::new(0)).collect(),
+            capacity: 4,
+            failed: Arc::new(AtomicBool::new(false)),
+        };
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let batch = |n: u32| Batch {
+            conn: 1,
+            tx: tx.clone(),
+            jobs: (0..n).map(|i| (i, echo(i))).collect(),
+        };
+        assert!(set.submit_batch(0, batch(3)).is_ok());
+        assert!(
+            matches!(set.submit_batch(0, batch(2)), Err(Rejected::Full(b)) if b.jobs.len() == 2)
+        );
+        assert!(set.submit_batch(0, batch(1)).is_ok());
+        assert_eq!(set.queued[0].load(Ordering::Relaxed), 4);
+        assert!(
+            set.submit_batch(1, batch(10)).is_ok(),
+            "an empty queue takes a large batch"
+        );
+        assert_eq!(
+            rx0.len() + rx1.len(),
+            3,
+            "batches, not requests, in the channels"
+        );
+        drop(rx0);
+        drop(rx1);
+        let (tx2, _) = channel::bounded(16);
+        let stopped = ShardSet {
+            jobs: vec![tx2].into(),
+            queued: (0..1).map(|_| AtomicUsize::new(0)).collect(),
+            capacity: 4,
+            failed: Arc::new(AtomicBool::new(false)),
+        };
+        assert!(matches!(
+            stopped.submit_batch(0, batch(2)),
+            Err(Rejected::Stopped(_))
+        ));
+        assert_eq!(stopped.queued[0].load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn the_reply_book_keeps_one_address_per_connection_until_its_last_answer() {
         let mut book = ReplyBook::default();
@@ -1535,6 +1610,7 @@ mod tests {
             peer0_rx,
             Shared {
                 peer_txs: vec![channel::unbounded().0, peer1_tx].into(),
+                queued: (0..2).map(|_| AtomicUsize::new(0)).collect(),
                 metrics: Metrics::new(2),
                 stop: Arc::new(AtomicBool::new(false)),
                 failed: Arc::new(AtomicBool::new(false)),

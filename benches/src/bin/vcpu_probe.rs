@@ -25,8 +25,13 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if !(args.seconds > 0.0 && args.seconds <= 600.0) || args.window_us == 0 {
-        eprintln!("vcpu_probe: --seconds must be in (0, 600] and --window-us above 0");
+    if !(args.seconds > 0.0 && args.seconds <= 600.0)
+        || args.window_us == 0
+        || args.window_us as f64 > args.seconds * 1e6
+    {
+        eprintln!(
+            "vcpu_probe: --seconds must be in (0, 600] and --window-us above 0 and at most --seconds"
+        );
         return ExitCode::from(2);
     }
     let threads = args
