@@ -91,3 +91,77 @@ impl Backend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use routing::{Mti, Pan, TerminalId};
+    use tokio::sync::mpsc;
+
+    use super::*;
+
+    /// A purchase whose card the store maps to worker `worker` of 2.
+    fn purchase_on(worker: usize, stan: u32) -> Request {
+        let pan = (0u64..)
+            .map(|i| Pan::from_digits(format!("4111110000{i:06}").as_bytes()).expect("pan"))
+            .find(|p| routing::placement::shard_for_pan(p.as_bytes(), 2) == worker)
+            .expect("a card for that worker");
+        let mut r = Request::new(
+            Mti::new(200).expect("mti"),
+            stan,
+            1_126_104_500,
+            TerminalId::new(b"TERM0001").expect("tid"),
+        );
+        r.pan = Some(pan);
+        r
+    }
+
+    fn slots(batch: &Batch) -> Vec<u32> {
+        batch.jobs.iter().map(|(slot, _)| *slot).collect()
+    }
+
+    /// A batch split over the store's workers: a stopped worker refuses its own requests only
+    /// (the others are queued, in order); a full one stops the batch there, the rest given
+    /// back to be offered again.
+    #[test]
+    fn a_batch_for_the_store_is_queued_request_by_request() {
+        let (live_tx, mut live_rx) = mpsc::channel(2);
+        let (dead_tx, dead_rx) = mpsc::channel(2);
+        drop(dead_rx);
+        let backend = Backend::Postgres(StoreSet::over_queues(vec![live_tx, dead_tx]));
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let batch = Batch {
+            conn: 1,
+            tx: tx.clone(),
+            jobs: vec![
+                (1, purchase_on(1, 1)),
+                (2, purchase_on(0, 2)),
+                (3, purchase_on(1, 3)),
+                (4, purchase_on(0, 4)),
+            ],
+        };
+        match backend.submit_batch(0, batch) {
+            Err(Rejected::Stopped(refused)) => assert_eq!(slots(&refused), [1, 3]),
+            other => panic!("the dead worker's requests refused, not {other:?}"),
+        }
+        let queued: Vec<u32> = std::iter::from_fn(|| live_rx.try_recv().ok())
+            .map(|job| job.reply.slot)
+            .collect();
+        assert_eq!(queued, [2, 4]);
+
+        // The live worker's queue holds 2: the third request for it and all after it come back.
+        let batch = Batch {
+            conn: 1,
+            tx,
+            jobs: vec![
+                (5, purchase_on(0, 5)),
+                (6, purchase_on(0, 6)),
+                (7, purchase_on(0, 7)),
+                (8, purchase_on(1, 8)),
+            ],
+        };
+        match backend.submit_batch(0, batch) {
+            Err(Rejected::Full(rest)) => assert_eq!(slots(&rest), [7, 8]),
+            other => panic!("the rest given back as full, not {other:?}"),
+        }
+    }
+}

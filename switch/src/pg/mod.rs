@@ -230,6 +230,15 @@ impl StoreSet {
     pub fn unreachable_flag(&self) -> Arc<AtomicBool> {
         self.unreachable.clone()
     }
+
+    /// A set over these worker queues, without workers or a database.
+    #[cfg(test)]
+    pub(crate) fn over_queues(jobs: Vec<mpsc::Sender<Job>>) -> StoreSet {
+        StoreSet {
+            jobs: jobs.into(),
+            unreachable: Arc::new(AtomicBool::new(false)),
+        }
+    }
 }
 
 /// The running workers and the probe.
