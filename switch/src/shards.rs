@@ -207,31 +207,22 @@ impl ShardSet {
         })
     }
 
-    /// Queues one request on the shard that owns it, as a batch of one of a connection of its
-    /// own.
-    // The job comes back in the error to be retried; boxing it would allocate per message.
-    #[allow(clippy::result_large_err)]
-    pub fn submit(&self, job: Job) -> Result<(), Rejected> {
-        let shard = self.shard_of(&job.request);
-        let batch = Batch {
-            conn: connection_id(),
-            tx: job.reply.tx,
-            jobs: vec![(job.reply.slot, job.request)],
-        };
-        self.submit_batch(shard, batch).map_err(|e| match e {
-            Rejected::Full(b) => Rejected::Full(Batch::into_job(b)),
-            Rejected::Stopped(b) => Rejected::Stopped(Batch::into_job(b)),
-        })
+    /// Queues one request on the shard that owns it (tests: connections queue batches).
+    #[cfg(test)]
+    fn submit(&self, job: Job) -> Result<(), Rejected<Batch>> {
+        let batch = Batch::single(job);
+        self.submit_batch(self.shard_of(&batch.jobs[0].1), batch)
     }
 }
 
 impl Batch {
-    /// A batch of one back as its job.
-    fn into_job(mut batch: Batch) -> Job {
-        let (slot, request) = batch.jobs.pop().expect("a batch of one");
-        Job {
-            request,
-            reply: ReplyTo { tx: batch.tx, slot },
+    /// One request as a batch of its own, from a connection of its own (tests).
+    #[cfg(test)]
+    fn single(job: Job) -> Batch {
+        Batch {
+            conn: connection_id(),
+            tx: job.reply.tx,
+            jobs: vec![(job.reply.slot, job.request)],
         }
     }
 }
@@ -821,23 +812,20 @@ impl Worker {
         );
     }
 
+    /// A batch taken outside the batching pass (the shard had been waiting for work).
     fn take_batch(&mut self, now: Now, batch: Batch) {
-        let mut jobs = Vec::with_capacity(batch.jobs.len());
+        let mut jobs = std::mem::take(&mut self.job_batch);
         self.unpack(batch, &mut jobs);
-        for (request, conn, slot) in jobs {
+        for (request, conn, slot) in jobs.drain(..) {
             self.take_boxed(now, request, conn, slot);
         }
+        self.job_batch = jobs;
     }
 
-    /// One request, as a batch of one of a connection of its own.
+    /// One request, as a batch of its own.
     #[cfg(test)]
     fn take(&mut self, now: Now, job: Job) {
-        let batch = Batch {
-            conn: connection_id(),
-            tx: job.reply.tx,
-            jobs: vec![(job.reply.slot, job.request)],
-        };
-        self.take_batch(now, batch);
+        self.take_batch(now, Batch::single(job));
     }
 
     fn take_boxed(&mut self, now: Now, request: Box<Request>, conn: u32, slot: u32) {

@@ -14,7 +14,7 @@
 //! ([`crate::wire`]), keyed by the encoded [`IdemKey`] / [`TxnId`]; each comes with the Unix
 //! second after which the store may delete it (`None`: keep, e.g. an open hold).
 
-use super::{AccountState, IdemEntry, OrderKey, OrderState, PayKind, Shard, TxnSlot, TxnState};
+use super::{AccountState, IdemEntry, OrderKey, OrderState, Shard, TxnSlot};
 use crate::data::{Account, CardStatus, Order, OrderStatus};
 use crate::kind::TxnKind;
 use crate::message::{IdemKey, MerchantId, Mti, Request, TxnId};
@@ -349,36 +349,16 @@ impl Shard {
     pub fn txn_row(&self, key: &[u8]) -> Result<Option<EntryRow>, WireError> {
         let k = decode::<TxnId>(key, "transaction id")?;
         let window = self.window_secs();
-        let Some(slot) = self.txns.get(&k) else {
+        // An original still being decided: no row yet.
+        let Some(slot) = self.txns.get(&k).filter(|s| !s.deciding()) else {
             return Ok(None);
         };
-        let parts: &[TxnSlot] = match slot {
-            TxnSlot::Both(halves) => &halves[..],
-            single => std::slice::from_ref(single),
-        };
-        // The row lives as long as its longest-lived part (an open hold: until it ends); one
-        // identity holds one order at most (`start_payment`). A part still being decided:
-        // no row yet.
-        let mut expires = Some(i64::MIN);
-        let mut order = None;
-        for part in parts {
-            let until = match part {
-                TxnSlot::Marker { expires } => Some(*expires),
-                TxnSlot::Record(r) => {
-                    order = order.or(r.order.as_ref());
-                    let open_hold =
-                        r.kind == PayKind::Hold && matches!(r.state, TxnState::Approved { .. });
-                    (!open_hold).then(|| r.since.saturating_add(window))
-                }
-                TxnSlot::Pending(_) | TxnSlot::Both(_) => return Ok(None),
-            };
-            expires = expires.zip(until).map(|(a, b)| a.max(b));
-        }
+        // The row lives as long as its slot (an open hold: until it ends).
         Ok(Some(EntryRow {
             key: key.to_vec(),
             value: encode(slot),
-            expires,
-            order: order.map(|o| OrderRef {
+            expires: slot.expires_at(window),
+            order: slot.order().map(|o| OrderRef {
                 merchant: o.merchant,
                 order_id: o.order_id.clone(),
             }),

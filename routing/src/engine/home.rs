@@ -203,7 +203,7 @@ impl Shard {
                 // window let go while the record lives on (an open hold): not a new one.
                 return self.answer(now, token, key, fp, ResponseCode::Duplicate, out);
             }
-            Some(slot) if slot.holds_an_order() && req.order_ref.is_some() => {
+            Some(slot) if slot.order().is_some() && req.order_ref.is_some() => {
                 // The other of 0100/0200 under this identity pays an order too: one identity
                 // holds one order (a store row names one), so this one is refused, and
                 // recorded as declined: its reversals find it (00), not the other.

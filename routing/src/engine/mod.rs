@@ -344,15 +344,27 @@ impl TxnSlot {
     /// Whether the window no longer protects this slot at `t`. Open holds never expire: their
     /// funds stay reserved until completed or reversed.
     fn expired(&self, t: i64, window: i64) -> bool {
+        self.expires_at(window).is_some_and(|e| e <= t)
+    }
+
+    /// When the window stops protecting this slot (unix seconds); `None` while it must be
+    /// kept: an original still being decided, an open hold. A pair lasts as long as its
+    /// longer-lived half.
+    fn expires_at(&self, window: i64) -> Option<i64> {
         match self {
-            Self::Marker { expires } => *expires <= t,
-            Self::Pending(_) => false,
+            Self::Marker { expires } => Some(*expires),
+            Self::Pending(_) => None,
             Self::Record(r) => {
                 let open_hold =
                     r.kind == PayKind::Hold && matches!(r.state, TxnState::Approved { .. });
-                !open_hold && r.since.saturating_add(window) <= t
+                (!open_hold).then(|| r.since.saturating_add(window))
             }
-            Self::Both(halves) => halves.iter().all(|h| h.expired(t, window)),
+            Self::Both(halves) => {
+                let [hold, purchase] = &**halves;
+                hold.expires_at(window)
+                    .zip(purchase.expires_at(window))
+                    .map(|(a, b)| a.max(b))
+            }
         }
     }
 
@@ -400,13 +412,14 @@ impl TxnSlot {
         }
     }
 
-    /// Whether an original under this identity holds or is reserving an order.
-    fn holds_an_order(&self) -> bool {
+    /// The order an original under this identity holds or is reserving (one at most:
+    /// `start_payment`).
+    fn order(&self) -> Option<&OrderKey> {
         match self {
-            Self::Pending(p) => p.order.is_some(),
-            Self::Record(r) => r.order.is_some(),
-            Self::Marker { .. } => false,
-            Self::Both(halves) => halves.iter().any(TxnSlot::holds_an_order),
+            Self::Pending(p) => p.order.as_ref(),
+            Self::Record(r) => r.order.as_deref(),
+            Self::Marker { .. } => None,
+            Self::Both(halves) => halves.iter().find_map(TxnSlot::order),
         }
     }
 

@@ -31,7 +31,8 @@
 //! 7) holds both what the engine keeps under that identity: its slot (a hold, a purchase,
 //! both when a 0100 and a 0200 share the identity, a late-original marker) and the answers
 //! given to requests with that identity (their idempotency entries; the idempotency key is
-//! the MTI followed by the identity, usually one answer per row). A purchase therefore writes one row and one primary-key entry, not two.
+//! the MTI followed by the identity, usually one answer per row). A purchase therefore
+//! writes one row and one primary-key entry, not two.
 //! A row's `expires_at` is the latest expiry of its parts (`NULL` while its slot is an open
 //! hold), so an answer stays replayable as long as its row: never shorter than the engine's
 //! window.

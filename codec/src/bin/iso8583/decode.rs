@@ -2,7 +2,8 @@
 //!
 //! Values are `Field`'s text form, the way they stand on the wire (zero padding kept, BCD without
 //! its pad nibble, track 2's separator as `=`, binary as upper-case hex); unless the user asks to
-//! reveal, they go through `Field::masked` (PAN and extended PAN: BIN + last 4; 35, 36, 45, 52, 55 wiped).
+//! reveal, they go through `Field::masked` (PAN and extended PAN: BIN + last 4; 35, 36, 45, 52,
+//! 55 wiped).
 
 use std::fmt::Write as _;
 
