@@ -2,6 +2,7 @@
 # Two builds of the switch compared side by side, at the same time, on this machine:
 #
 #   benches/ab.sh DIR_A DIR_B          # each DIR holds a release `switch` (A's `loadgen` drives both)
+#   SUBJECT=loadgen benches/ab.sh DIR_A DIR_B   # compares two `loadgen`s instead (A's switch for both)
 #
 # On a shared VM the machine's speed moves by a third between runs minutes apart, more than
 # most changes are worth, so runs one after the other compare the moments more than the
@@ -11,7 +12,10 @@
 # first. Printed per run: answers/s and the switch's CPU time per answer (/proc, over the
 # middle of the run); at the end the means and B's change against A.
 #
-# Environment: DURABILITY (none; or fsync), ROUNDS (2: four runs), DURATION (8, seconds),
+# With SUBJECT=loadgen the two sides are A's and B's `loadgen`, each driving its own copy of A's
+# switch, and the CPU per answer printed is the loadgen's.
+#
+# Environment: SUBJECT (switch; or loadgen), DURABILITY (none; or fsync), ROUNDS (2: four runs), DURATION (8, seconds),
 # CONNECTIONS (16), PIPELINE (64), OUT (default target/ab/<UTC time>; the data and logs).
 # Both switches and both loadgens share the two cores: each gets about half the machine, so
 # the figures are lower than one switch alone would reach; the comparison is the point.
@@ -26,7 +30,16 @@ if [ $# -ne 2 ]; then
 fi
 A=$1
 B=$2
-for f in "$A/switch" "$A/loadgen" "$B/switch"; do
+SUBJECT=${SUBJECT:-switch}
+case "$SUBJECT" in
+  switch) needed=("$A/switch" "$A/loadgen" "$B/switch") ;;
+  loadgen) needed=("$A/switch" "$A/loadgen" "$B/loadgen") ;;
+  *)
+    echo "SUBJECT must be switch or loadgen, not $SUBJECT" >&2
+    exit 2
+    ;;
+esac
+for f in "${needed[@]}"; do
   if [ ! -x "$f" ]; then
     echo "no executable $f" >&2
     exit 2
@@ -47,12 +60,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# run FIRST SECOND: one side-by-side run; prints "a TPS US" and "b TPS US" lines.
+# The directory whose BINARY side $1 runs: the subject from its own side, the rest from A.
+dir_of() {
+  if [ "$1" = b ] && [ "$2" = "$SUBJECT" ]; then echo "$B"; else echo "$A"; fi
+}
+
+# run FIRST SECOND: one side-by-side run; prints "a TPS US" and "b TPS US" lines (US: the
+# subject's CPU per answer).
 run() {
-  local side dir pid
-  declare -A sw lg addr
+  local side dir
+  declare -A sw lg addr subject
   for side in "$@"; do
-    if [ "$side" = a ]; then dir=$A; else dir=$B; fi
+    dir=$(dir_of "$side" switch)
     rm -rf "$OUT/state-$side"
     cp -r "$OUT/data" "$OUT/state-$side"
     "$dir/switch" --data-dir "$OUT/state-$side" --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
@@ -64,21 +83,25 @@ run() {
     addr[$side]=$(wait_for "$OUT/switch-$side.log" '.*switch ready.* iso_addr=\([0-9.:]*\).*')
   done
   for side in "$@"; do
-    "$A/loadgen" --data-dir "$OUT/data" --target "${addr[$side]}" --connections "$CONNECTIONS" \
+    dir=$(dir_of "$side" loadgen)
+    "$dir/loadgen" --data-dir "$OUT/data" --target "${addr[$side]}" --connections "$CONNECTIONS" \
       --pipeline "$PIPELINE" --mix purchase=100 --warmup 1s --duration "${DURATION}s" \
       --report "$OUT/loadgen-$side.json" >"$OUT/loadgen-$side.out" 2>"$OUT/loadgen-$side.err" &
     lg[$side]=$!
+  done
+  for side in "$@"; do
+    if [ "$SUBJECT" = loadgen ]; then subject[$side]=${lg[$side]}; else subject[$side]=${sw[$side]}; fi
   done
   # CPU over the middle of the measured part (loadgen ends at its end).
   sleep 2
   local t0 t1 a0 b0 a1 b1
   t0=$(date +%s.%N)
-  a0=$(ticks_of "${sw[a]}")
-  b0=$(ticks_of "${sw[b]}")
+  a0=$(ticks_of "${subject[a]}")
+  b0=$(ticks_of "${subject[b]}")
   sleep "$((DURATION - 3))"
   t1=$(date +%s.%N)
-  a1=$(ticks_of "${sw[a]}")
-  b1=$(ticks_of "${sw[b]}")
+  a1=$(ticks_of "${subject[a]}")
+  b1=$(ticks_of "${subject[b]}")
   for side in "$@"; do
     if ! wait "${lg[$side]}"; then
       echo "loadgen against $side failed:" >&2
@@ -103,7 +126,7 @@ run() {
   done
 }
 
-echo "A = $A, B = $B; --durability $DURABILITY, closed loop ${CONNECTIONS}x${PIPELINE} each, ${DURATION}s runs"
+echo "A = $A, B = $B; comparing their $SUBJECT; --durability $DURABILITY, closed loop ${CONNECTIONS}x${PIPELINE} each, ${DURATION}s runs"
 printf '%-5s %-9s %12s %14s %12s %14s\n' run first "A answers/s" "A CPU us/ans" "B answers/s" "B CPU us/ans"
 results=()
 n=0

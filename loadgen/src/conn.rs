@@ -7,6 +7,7 @@
 //! syscall per batch; answers are read through a framed reader and handled as many as are
 //! buffered before the next write.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -492,22 +493,27 @@ impl Conn {
             }
         };
         let num = |n: usize| msg.field(n).and_then(|f| f.to_u64());
+        // One probe of the map: the entry is taken only when 41 matches too.
         let found = match (num(11), num(7)) {
             (Some(stan), Some(f7)) if stan <= 999_999 => {
                 let k = key(f7, stan as u32);
-                match self.inflight.get(&k) {
-                    Some(_) if msg.field(41).is_some_and(|f| f.eq_text(&self.terminal)) => Some(k),
-                    Some(_) => None,
-                    None if self.late.remove(&k) => {
+                match self.inflight.entry(k) {
+                    Entry::Occupied(e)
+                        if msg.field(41).is_some_and(|f| f.eq_text(&self.terminal)) =>
+                    {
+                        Some(e.remove())
+                    }
+                    Entry::Occupied(_) => None,
+                    Entry::Vacant(_) if self.late.remove(&k) => {
                         self.stats.late += 1;
                         return;
                     }
-                    None => None,
+                    Entry::Vacant(_) => None,
                 }
             }
             _ => None,
         };
-        let Some(entry) = found.and_then(|k| self.inflight.remove(&k)) else {
+        let Some(entry) = found else {
             self.error_counted(now);
             if now >= sh.warm_end {
                 self.stats.errors.unmatched += 1;
@@ -530,7 +536,8 @@ impl Conn {
             data: &sh.data,
             terminal: &self.terminal,
         };
-        let verdict = wire.check(&entry.req, msg, sh.echo_mode);
+        // Matched by 7 + 11 (the key) and 41 above.
+        let verdict = wire.check_matched(&entry.req, msg, sh.echo_mode);
         let latency_us = now.saturating_duration_since(entry.start).as_micros() as u64;
         self.live_now[RECEIVED] += 1;
         if sh.progress {

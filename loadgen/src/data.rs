@@ -14,14 +14,15 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use arrayvec::ArrayString;
 
-/// One usable card, stored inline (no pointer to chase when a card is picked at random).
+/// One usable card, stored inline (no pointer to chase when a card is picked at random). Its
+/// text is kept as `str` (checked once, when loaded): every request reads it twice.
 #[derive(Clone)]
 pub struct Card {
-    pan: [u8; 19],
-    pan_len: u8,
+    pan: ArrayString<19>,
     /// DE 14, `YYMM`.
-    expiry: [u8; 4],
+    expiry: ArrayString<4>,
     /// ISO 4217 numeric.
     pub currency: u16,
     /// Balance in minor units, when it parsed.
@@ -29,41 +30,29 @@ pub struct Card {
 }
 
 impl Card {
-    /// `pan` must be 12-19 ASCII digits and `expiry` 4 (checked by the caller).
+    /// `pan` must be 12-19 ASCII digits and `expiry` 4 (checked by the caller; longer text is
+    /// cut).
     fn new(pan: &str, expiry: &str, currency: u16, balance_minor: Option<u64>) -> Card {
-        let mut c = Card {
-            pan: [b'0'; 19],
-            pan_len: pan.len().min(19) as u8,
-            expiry: [b'0'; 4],
+        Card {
+            pan: ArrayString::from(pan.get(..19).unwrap_or(pan)).unwrap_or_default(),
+            expiry: ArrayString::from(expiry.get(..4).unwrap_or(expiry)).unwrap_or_default(),
             currency,
             balance_minor,
-        };
-        for (d, s) in c.pan.iter_mut().zip(pan.bytes()) {
-            *d = s;
         }
-        for (d, s) in c.expiry.iter_mut().zip(expiry.bytes()) {
-            *d = s;
-        }
-        c
     }
 
     pub fn pan(&self) -> &str {
-        std::str::from_utf8(
-            self.pan
-                .get(..usize::from(self.pan_len))
-                .unwrap_or_default(),
-        )
-        .unwrap_or_default()
+        &self.pan
     }
 
     pub fn expiry(&self) -> &str {
-        std::str::from_utf8(&self.expiry).unwrap_or_default()
+        &self.expiry
     }
 
     /// Whether the card's expiry month (`YYMM`, 20YY) is before the month of `now` (Unix
     /// seconds): usable when the data was loaded, a run across the month's end expires it.
     pub fn expired_at(&self, now: i64) -> bool {
-        expiry_month(&self.expiry).is_some_and(|m| m < crate::clock::year_month(now))
+        expiry_month(self.expiry.as_bytes()).is_some_and(|m| m < crate::clock::year_month(now))
     }
 }
 

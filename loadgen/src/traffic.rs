@@ -238,9 +238,7 @@ impl Wire<'_> {
         }
         let f90 = std::str::from_utf8(&f90).unwrap_or("");
         // DE 49 is `n 3` in some layouts and `an 3` in others (pyiso8583): send text.
-        let mut f49 = [b'0'; 3];
-        write_digits(&mut f49, u64::from(req.currency));
-        let f49 = std::str::from_utf8(&f49).unwrap_or("");
+        let f49 = three_digits(req.currency);
         let Some(mti) = mti(req.kind.mti()) else {
             return Err(FrameError::Io(std::io::Error::other("not an MTI")));
         };
@@ -279,9 +277,31 @@ impl Wire<'_> {
         })
     }
 
-    /// Checks an answer already matched to `req` by its key. `Ok` gives DE 39 (`None` from an
-    /// echo server).
+    /// Checks an answer to `req`: its key (7, 11, 41) and then as [`Wire::check_matched`].
+    #[cfg(test)]
     pub fn check(
+        &self,
+        req: &Req,
+        msg: &Message<'_>,
+        echo_mode: bool,
+    ) -> Result<Option<[u8; 2]>, Mismatch> {
+        let same_num = |n: usize, v: u64| msg.field(n).and_then(|f| f.to_u64()) == Some(v);
+        if !same_num(7, req.f7) {
+            return Err(Mismatch::Field(7));
+        }
+        if !same_num(11, u64::from(req.stan)) {
+            return Err(Mismatch::Field(11));
+        }
+        if !msg.field(41).is_some_and(|f| same(&f, self.terminal)) {
+            return Err(Mismatch::Field(41));
+        }
+        self.check_matched(req, msg, echo_mode)
+    }
+
+    /// Checks an answer already matched to `req` by its key (7 and 11 read as `req`'s, 41 as
+    /// the connection's terminal): everything else. `Ok` gives DE 39 (`None` from an echo
+    /// server).
+    pub fn check_matched(
         &self,
         req: &Req,
         msg: &Message<'_>,
@@ -298,15 +318,6 @@ impl Wire<'_> {
         let same_text = |n: usize, text: &str| msg.field(n).is_some_and(|f| same(&f, text));
         let same_num = |n: usize, v: u64| msg.field(n).and_then(|f| f.to_u64()) == Some(v);
         let field = |n: u8| Mismatch::Field(n);
-        if !same_num(7, req.f7) {
-            return Err(field(7));
-        }
-        if !same_num(11, u64::from(req.stan)) {
-            return Err(field(11));
-        }
-        if !same_text(41, self.terminal) {
-            return Err(field(41));
-        }
         if req.network() {
             if !same_num(70, 301) {
                 return Err(field(70));
@@ -321,9 +332,7 @@ impl Wire<'_> {
             if req.sends_amount() && !same_num(4, req.amount) {
                 return Err(field(4));
             }
-            let mut f49 = [b'0'; 3];
-            write_digits(&mut f49, u64::from(req.currency));
-            if !same_text(49, std::str::from_utf8(&f49).unwrap_or("")) {
+            if !same_text(49, three_digits(req.currency)) {
                 return Err(field(49));
             }
             if let Some(order) = self.data.orders.get(req.order as usize) {
@@ -414,6 +423,31 @@ fn same(f: &codec::Field<'_>, text: &str) -> bool {
     } else {
         f.eq_text(text)
     }
+}
+
+/// "000" to "999", each number's three digits at three times its value.
+const THREE_DIGITS: &str = {
+    const BYTES: [u8; 3000] = {
+        let mut b = [0u8; 3000];
+        let mut i = 0;
+        while i < 1000 {
+            b[3 * i] = b'0' + (i / 100) as u8;
+            b[3 * i + 1] = b'0' + (i / 10 % 10) as u8;
+            b[3 * i + 2] = b'0' + (i % 10) as u8;
+            i += 1;
+        }
+        b
+    };
+    match std::str::from_utf8(&BYTES) {
+        Ok(s) => s,
+        Err(_) => panic!("digits are ASCII"),
+    }
+};
+
+/// The last three digits of `v` as text (DE 49), without formatting or checking per call.
+fn three_digits(v: u16) -> &'static str {
+    let at = 3 * usize::from(v % 1000);
+    THREE_DIGITS.get(at..at + 3).unwrap_or("000")
 }
 
 fn write_digits(dst: &mut [u8], mut v: u64) {
@@ -666,5 +700,15 @@ mod tests {
         let mut d = [0u8; 6];
         write_digits(&mut d, 42);
         assert_eq!(&d, b"000042");
+        for (v, text) in [
+            (0, "000"),
+            (8, "008"),
+            (42, "042"),
+            (840, "840"),
+            (999, "999"),
+            (1978, "978"),
+        ] {
+            assert_eq!(three_digits(v), text);
+        }
     }
 }
