@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Two builds of the switch compared side by side, at the same time, on this machine:
+# Two builds of the switch (or of loadgen) compared side by side, at the same time, on this machine:
 #
 #   benches/ab.sh DIR_A DIR_B          # each DIR holds a release `switch` (A's `loadgen` drives both)
 #   SUBJECT=loadgen benches/ab.sh DIR_A DIR_B   # compares two `loadgen`s instead (A's switch for both)
@@ -9,8 +9,9 @@
 # builds. Here both switches run at once, each on a fresh copy of the same demo data, each
 # driven by its own loadgen (closed loop CONNECTIONS x PIPELINE 0200 purchases): whatever
 # else the machine does hits both alike. Each round is run twice, A started first and then B
-# first. Printed per run: answers/s and the switch's CPU time per answer (/proc, over the
-# middle of the run); at the end the means and B's change against A.
+# first. Printed per run: answers/s and the switch's (or with SUBJECT=loadgen, loadgen's) CPU
+# time per answer (/proc, over the middle of the run); at the end the means and B's change
+# against A.
 #
 # With SUBJECT=loadgen the two sides are A's and B's `loadgen`, each driving its own copy of A's
 # switch, and the CPU per answer printed is the loadgen's.
@@ -25,7 +26,7 @@ cd "$(dirname "$0")/.."
 . benches/common.sh
 
 if [ $# -ne 2 ]; then
-  echo "usage: benches/ab.sh DIR_A DIR_B (each with a release switch; DIR_A's loadgen is used)" >&2
+  echo "usage: [SUBJECT=switch|loadgen] benches/ab.sh DIR_A DIR_B (each DIR with a release build of the subject; the other binary is DIR_A's)" >&2
   exit 2
 fi
 A=$1
@@ -102,11 +103,18 @@ run() {
   t1=$(date +%s.%N)
   a1=$(ticks_of "${subject[a]}")
   b1=$(ticks_of "${subject[b]}")
+  # `run` is called in $(...): what it adds to PIDS never reaches the EXIT trap, so a failing
+  # run stops both sides' processes itself.
+  fail() {
+    kill -TERM "${lg[@]}" "${sw[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+    exit 1
+  }
   for side in "$@"; do
     if ! wait "${lg[$side]}"; then
       echo "loadgen against $side failed:" >&2
       cat "$OUT/loadgen-$side.err" >&2
-      exit 1
+      fail
     fi
   done
   for side in a b; do
@@ -117,7 +125,7 @@ run() {
       'BEGIN { printf "%s %d %.2f\n", s, tps, ticks * 1e6 / hz / (tps * (t1 - t0)) }'
     grep -q 'timeouts=0 errors=0' "$OUT/loadgen-$side.out" || {
       echo "loadgen against $side had timeouts or errors: $(cat "$OUT/loadgen-$side.out")" >&2
-      exit 1
+      fail
     }
   done
   for side in "$@"; do

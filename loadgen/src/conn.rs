@@ -492,26 +492,23 @@ impl Conn {
                 return;
             }
         };
-        let num = |n: usize| msg.field(n).and_then(|f| f.to_u64());
-        // One probe of the map: the entry is taken only when 41 matches too.
-        let found = match (num(11), num(7)) {
-            (Some(stan), Some(f7)) if stan <= 999_999 => {
-                let k = key(f7, stan as u32);
-                match self.inflight.entry(k) {
-                    Entry::Occupied(e)
-                        if msg.field(41).is_some_and(|f| f.eq_text(&self.terminal)) =>
-                    {
-                        Some(e.remove())
-                    }
-                    Entry::Occupied(_) => None,
-                    Entry::Vacant(_) if self.late.remove(&k) => {
-                        self.stats.late += 1;
-                        return;
-                    }
-                    Entry::Vacant(_) => None,
+        let wire = Wire {
+            spec: sh.spec,
+            framer: &sh.framer,
+            data: &sh.data,
+            terminal: &self.terminal,
+        };
+        // One probe of the map: the entry is taken when the answer's key is one in flight.
+        let found = match wire.answer_key(msg) {
+            Some(k) => match self.inflight.entry(k) {
+                Entry::Occupied(e) => Some(e.remove()),
+                Entry::Vacant(_) if self.late.remove(&k) => {
+                    self.stats.late += 1;
+                    return;
                 }
-            }
-            _ => None,
+                Entry::Vacant(_) => None,
+            },
+            None => None,
         };
         let Some(entry) = found else {
             self.error_counted(now);
@@ -530,13 +527,7 @@ impl Conn {
             self.stats.late += 1;
             return;
         }
-        let wire = Wire {
-            spec: sh.spec,
-            framer: &sh.framer,
-            data: &sh.data,
-            terminal: &self.terminal,
-        };
-        // Matched by 7 + 11 (the key) and 41 above.
+        // Matched by 41 + 11 + 7 above.
         let verdict = wire.check_matched(&entry.req, msg, sh.echo_mode);
         let latency_us = now.saturating_duration_since(entry.start).as_micros() as u64;
         self.live_now[RECEIVED] += 1;

@@ -17,7 +17,8 @@ use anyhow::{bail, Context};
 use arrayvec::ArrayString;
 
 /// One usable card, stored inline (no pointer to chase when a card is picked at random). Its
-/// text is kept as `str` (checked once, when loaded): every request reads it twice.
+/// text is kept as `str` (checked once, when loaded): a request reads its PAN twice (encode
+/// and check) and its expiry once.
 #[derive(Clone)]
 pub struct Card {
     pan: ArrayString<19>,

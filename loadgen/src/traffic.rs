@@ -92,7 +92,7 @@ impl Kind {
     /// of request (PROTOCOL.md section 2), and how a report names them. Cards are picked from
     /// the usable ones (active, not expired) and sent in their own currency with a non-zero
     /// amount, so the card checks (05, 14, 41, 43, 54, 57) and 13 never apply to them (54
-    /// does to a card whose expiry month ended during the run: `Wire::check` allows it); keys
+    /// does to a card whose expiry month ended during the run: `Wire::check_matched` allows it); keys
     /// are new, so 94 applies only to an order already paid (in an earlier run). A completion
     /// or reversal follows an approved original: 00, or 25 when the original is not where it
     /// went (its connection moved to another replica with a state of its own). 96 (internal
@@ -277,7 +277,18 @@ impl Wire<'_> {
         })
     }
 
-    /// Checks an answer to `req`: its key (7, 11, 41) and then as [`Wire::check_matched`].
+    /// The key of the request `msg` answers on this connection ([`key`] of its 7 and 11),
+    /// `None` when its 41 is another terminal's or its 7 or 11 cannot be one.
+    pub fn answer_key(&self, msg: &Message<'_>) -> Option<u64> {
+        let num = |n: usize| msg.field(n).and_then(|f| f.to_u64());
+        // DE 7 is n 10 and DE 11 n 6: within those, `key` gives each pair its own value.
+        let (f7, stan) = (num(7)?, num(11)?);
+        let ours = msg.field(41).is_some_and(|f| same(&f, self.terminal));
+        (ours && f7 <= 9_999_999_999 && stan <= 999_999).then(|| key(f7, stan as u32))
+    }
+
+    /// Checks an answer to `req`: its key as [`Wire::answer_key`], then as
+    /// [`Wire::check_matched`].
     #[cfg(test)]
     pub fn check(
         &self,
@@ -285,15 +296,8 @@ impl Wire<'_> {
         msg: &Message<'_>,
         echo_mode: bool,
     ) -> Result<Option<[u8; 2]>, Mismatch> {
-        let same_num = |n: usize, v: u64| msg.field(n).and_then(|f| f.to_u64()) == Some(v);
-        if !same_num(7, req.f7) {
-            return Err(Mismatch::Field(7));
-        }
-        if !same_num(11, u64::from(req.stan)) {
-            return Err(Mismatch::Field(11));
-        }
-        if !msg.field(41).is_some_and(|f| same(&f, self.terminal)) {
-            return Err(Mismatch::Field(41));
+        if self.answer_key(msg) != Some(key(req.f7, req.stan)) {
+            return Err(Mismatch::Key);
         }
         self.check_matched(req, msg, echo_mode)
     }
@@ -376,6 +380,10 @@ impl Wire<'_> {
 pub enum Mismatch {
     /// Not the request's MTI + 10 (or, in echo mode, not the request's MTI).
     Mti,
+    /// Its 41 + 11 + 7 are not the request's (only [`Wire::check`] tells: on a connection
+    /// such an answer matches no request).
+    #[cfg(test)]
+    Key,
     /// An echoed field is missing or differs.
     Field(u8),
     /// A field the answer must carry is missing (39; 38 on approvals; 54 on inquiries).
@@ -402,6 +410,8 @@ impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Mismatch::Mti => f.write_str("wrong response MTI"),
+            #[cfg(test)]
+            Mismatch::Key => f.write_str("41 + 11 + 7 are another request's"),
             Mismatch::Field(n) => write!(f, "echoed field {n} missing or different"),
             Mismatch::MissingField(n) => write!(f, "field {n} missing"),
             Mismatch::Code { code, expected } => {
@@ -556,7 +566,7 @@ mod tests {
             round_trip(&r, |b| {
                 b.set(41, "LG000002").unwrap();
             }),
-            Err(Mismatch::Field(41))
+            Err(Mismatch::Key)
         );
         assert_eq!(
             round_trip(&r, |b| {
@@ -700,15 +710,10 @@ mod tests {
         let mut d = [0u8; 6];
         write_digits(&mut d, 42);
         assert_eq!(&d, b"000042");
-        for (v, text) in [
-            (0, "000"),
-            (8, "008"),
-            (42, "042"),
-            (840, "840"),
-            (999, "999"),
-            (1978, "978"),
-        ] {
-            assert_eq!(three_digits(v), text);
+        for v in 0..=u16::MAX {
+            let mut d = [0u8; 3];
+            write_digits(&mut d, u64::from(v));
+            assert_eq!(three_digits(v).as_bytes(), &d, "{v}");
         }
     }
 }

@@ -381,6 +381,8 @@ enum Fake {
     ChangedAmount,
     /// A well-formed answer to another STAN.
     OtherStan,
+    /// A well-formed answer with the right 7 and 11 but another terminal's DE 41.
+    OtherTerminal,
     /// Reads everything, answers nothing.
     Silent,
     /// A well-formed 96 (internal failure) to every request, as a switch whose journal
@@ -411,6 +413,9 @@ async fn fake_server(how: Fake) -> String {
                         }
                         Fake::OtherStan => {
                             b.set_u64(11, (stan + 500_000) % 1_000_000).expect("11");
+                        }
+                        Fake::OtherTerminal => {
+                            b.set(41, "OTHER001").expect("41");
                         }
                         Fake::Silent => continue,
                         Fake::Failing => {}
@@ -505,6 +510,18 @@ async fn an_answer_to_no_request_is_an_error_and_the_request_times_out() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert_eq!(n(&r, "received"), 0, "nothing counted as answered: {r:#}");
     assert!(n(&r["error_kinds"], "unmatched") > 0);
+    assert_eq!(n(&r, "timeouts"), n(&r, "sent"));
+    assert_accounts(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_for_another_terminal_matches_nothing() {
+    // The key is 41 + 11 + 7: right 11 and 7 under another terminal answer nothing.
+    let target = fake_server(Fake::OtherTerminal).await;
+    let (out, r) = run_on_demo(&target, "--connections 1 --pipeline 2 --duration 500ms --warmup 0s --timeout 300ms --mix purchase=100").await;
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert_eq!(n(&r, "received"), 0, "nothing counted as answered: {r:#}");
+    assert!(n(&r["error_kinds"], "unmatched") > 0, "{r:#}");
     assert_eq!(n(&r, "timeouts"), n(&r, "sent"));
     assert_accounts(&r);
 }
