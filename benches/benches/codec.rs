@@ -210,6 +210,28 @@ fn bench_codec(c: &mut Criterion) {
         })
     });
 
+    // Numbers as loadgen sends them: amount, date-time, STAN (`set_u64`'s digit conversion).
+    let numbers = |out: &mut BytesMut, values: &[u64; 3]| {
+        out.clear();
+        let mut w =
+            MessageWriter::new(spec, Mti::parse("0200").expect("mti"), out).expect("starts");
+        w.set_u64(4, values[0]).expect("4");
+        w.set_u64(7, values[1]).expect("7");
+        w.set_u64(11, values[2]).expect("11");
+        w.finish().expect("encodes");
+    };
+    let values = [123_456, 1_128_042_015, 654_321];
+    numbers(&mut out, &values);
+    let msg = Message::decode(spec, out.clone().freeze()).expect("decodes");
+    let read = |n| msg.field(n).and_then(|f| f.to_u64());
+    assert_eq!([read(4), read(7), read(11)], values.map(Some));
+    group.bench_function("encode_numbers/iso87-binary/4_7_11", |b| {
+        b.iter(|| {
+            numbers(&mut out, black_box(&values));
+            black_box(&out);
+        })
+    });
+
     group.finish();
 }
 
