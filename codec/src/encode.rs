@@ -714,6 +714,8 @@ mod tests {
 
     fn digits_text(v: u64) -> String {
         let (buf, start) = digits(v);
+        // The fixed-width paths take their leading zeros from before `start`.
+        assert!(buf[..start].iter().all(|&b| b == b'0'), "{v}: padding");
         String::from_utf8(buf[start..].to_vec()).expect("ascii")
     }
 
