@@ -503,27 +503,27 @@ async fn a_changed_echoed_field_is_an_error() {
     assert_accounts(&r);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_to_no_request_is_an_error_and_the_request_times_out() {
-    let target = fake_server(Fake::OtherStan).await;
-    let (out, r) = run_on_demo(&target, "--connections 1 --pipeline 2 --duration 500ms --warmup 0s --timeout 300ms --mix purchase=100").await;
-    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
-    assert_eq!(n(&r, "received"), 0, "nothing counted as answered: {r:#}");
-    assert!(n(&r["error_kinds"], "unmatched") > 0);
-    assert_eq!(n(&r, "timeouts"), n(&r, "sent"));
-    assert_accounts(&r);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_for_another_terminal_matches_nothing() {
-    // The key is 41 + 11 + 7: right 11 and 7 under another terminal answer nothing.
-    let target = fake_server(Fake::OtherTerminal).await;
+/// Against a server whose every answer is well formed but keyed to no request: each is an
+/// unmatched error, nothing counts as answered, and every request times out.
+async fn assert_answers_match_nothing(how: Fake) {
+    let target = fake_server(how).await;
     let (out, r) = run_on_demo(&target, "--connections 1 --pipeline 2 --duration 500ms --warmup 0s --timeout 300ms --mix purchase=100").await;
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     assert_eq!(n(&r, "received"), 0, "nothing counted as answered: {r:#}");
     assert!(n(&r["error_kinds"], "unmatched") > 0, "{r:#}");
     assert_eq!(n(&r, "timeouts"), n(&r, "sent"));
     assert_accounts(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_to_no_request_is_an_error_and_the_request_times_out() {
+    assert_answers_match_nothing(Fake::OtherStan).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_for_another_terminal_matches_nothing() {
+    // The key is 41 + 11 + 7: right 11 and 7 under another terminal answer nothing.
+    assert_answers_match_nothing(Fake::OtherTerminal).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -129,17 +129,18 @@ mod tests {
         drop(dead_rx);
         let backend = Backend::Postgres(StoreSet::over_queues(vec![live_tx, dead_tx]));
         let (tx, _rx) = mpsc::unbounded_channel();
-        let batch = Batch {
+        let batch = |jobs| Batch {
             conn: 1,
             tx: tx.clone(),
-            jobs: vec![
-                (1, purchase_on(1, 1)),
-                (2, purchase_on(0, 2)),
-                (3, purchase_on(1, 3)),
-                (4, purchase_on(0, 4)),
-            ],
+            jobs,
         };
-        match backend.submit_batch(0, batch) {
+        let first = batch(vec![
+            (1, purchase_on(1, 1)),
+            (2, purchase_on(0, 2)),
+            (3, purchase_on(1, 3)),
+            (4, purchase_on(0, 4)),
+        ]);
+        match backend.submit_batch(0, first) {
             Err(Rejected::Stopped(refused)) => assert_eq!(slots(&refused), [1, 3]),
             other => panic!("the dead worker's requests refused, not {other:?}"),
         }
@@ -149,17 +150,13 @@ mod tests {
         assert_eq!(queued, [2, 4]);
 
         // The live worker's queue holds 2: the third request for it and all after it come back.
-        let batch = Batch {
-            conn: 1,
-            tx,
-            jobs: vec![
-                (5, purchase_on(0, 5)),
-                (6, purchase_on(0, 6)),
-                (7, purchase_on(0, 7)),
-                (8, purchase_on(1, 8)),
-            ],
-        };
-        match backend.submit_batch(0, batch) {
+        let second = batch(vec![
+            (5, purchase_on(0, 5)),
+            (6, purchase_on(0, 6)),
+            (7, purchase_on(0, 7)),
+            (8, purchase_on(1, 8)),
+        ]);
+        match backend.submit_batch(0, second) {
             Err(Rejected::Full(rest)) => assert_eq!(slots(&rest), [7, 8]),
             other => panic!("the rest given back as full, not {other:?}"),
         }

@@ -436,11 +436,11 @@ enum Inbound {
 /// How often a shard drops records older than the idempotency window.
 const PURGE_EVERY_SECS: u64 = 60;
 
-/// A request this shard is deciding: where its answer goes (its connection in the
-/// [`ReplyBook`], its slot there), and the response MTI for a 96.
+/// A request this shard is deciding: where its answer goes (its connection's entry in the
+/// [`ReplyBook`], its slot on that connection), and the response MTI for a 96.
 #[derive(Debug)]
 struct Pending {
-    conn: u32,
+    entry: u32,
     slot: u32,
     response_mti: Mti,
 }
@@ -493,7 +493,7 @@ impl ReplyBook {
     /// then has no reader).
     fn send(&mut self, i: u32, slot: u32, response: Response) {
         let Some(Some(e)) = self.entries.get_mut(i as usize) else {
-            tracing::error!(conn = i, "answer for a connection not in the reply book");
+            tracing::error!(entry = i, "answer for a connection not in the reply book");
             return;
         };
         let _ = e.tx.send((slot, response));
@@ -587,7 +587,7 @@ struct Worker {
     /// The batch being taken off the queues (kept for its allocation). Requests are boxed
     /// as they are taken (their journal input holds them boxed), so the batch moves pointers.
     peer_batch: Vec<Inbound>,
-    /// Each request with its connection in `conns` and its slot there.
+    /// Each request with its connection's entry in `conns` and its slot on that connection.
     job_batch: Vec<(Box<Request>, u32, u32)>,
     /// This shard's own journal failed: it applies nothing more.
     broken: bool,
@@ -689,8 +689,8 @@ impl Worker {
                 self.shard.warm_request(request);
             }
             let taken = job_batch.len();
-            for (request, conn, slot) in job_batch.drain(..) {
-                self.take_boxed(now, request, conn, slot);
+            for (request, entry, slot) in job_batch.drain(..) {
+                self.take_boxed(now, request, entry, slot);
             }
             self.job_batch = job_batch;
             if let (Some(g), Some(q)) = (
@@ -793,7 +793,7 @@ impl Worker {
         }
     }
 
-    /// A batch off the queue: its connection in the reply book, its requests (boxed, as
+    /// A batch off the queue: its connection's entry in the reply book, its requests (boxed, as
     /// their journal input holds them) onto `into`.
     fn unpack(&mut self, batch: Batch, into: &mut Vec<(Box<Request>, u32, u32)>) {
         let n = batch.jobs.len();
@@ -803,12 +803,12 @@ impl Worker {
         if n == 0 {
             return;
         }
-        let conn = self.conns.attach(batch.conn, batch.tx, n as u32);
+        let entry = self.conns.attach(batch.conn, batch.tx, n as u32);
         into.extend(
             batch
                 .jobs
                 .into_iter()
-                .map(|(slot, request)| (Box::new(request), conn, slot)),
+                .map(|(slot, request)| (Box::new(request), entry, slot)),
         );
     }
 
@@ -816,8 +816,8 @@ impl Worker {
     fn take_batch(&mut self, now: Now, batch: Batch) {
         let mut jobs = std::mem::take(&mut self.job_batch);
         self.unpack(batch, &mut jobs);
-        for (request, conn, slot) in jobs.drain(..) {
-            self.take_boxed(now, request, conn, slot);
+        for (request, entry, slot) in jobs.drain(..) {
+            self.take_boxed(now, request, entry, slot);
         }
         self.job_batch = jobs;
     }
@@ -828,12 +828,12 @@ impl Worker {
         self.take_batch(now, Batch::single(job));
     }
 
-    fn take_boxed(&mut self, now: Now, request: Box<Request>, conn: u32, slot: u32) {
+    fn take_boxed(&mut self, now: Now, request: Box<Request>, entry: u32, slot: u32) {
         let response_mti = request.mti.response();
         if self.shared.failed.load(Ordering::Relaxed) {
             // Fail-stop: nothing is decided (or applied) once a journal has failed.
             self.conns.send(
-                conn,
+                entry,
                 slot,
                 Response::plain(response_mti, ResponseCode::SystemMalfunction),
             );
@@ -848,7 +848,7 @@ impl Worker {
         };
         if let Some(pending) = self.replies.get_mut(local as usize) {
             *pending = Some(Pending {
-                conn,
+                entry,
                 slot,
                 response_mti,
             });
@@ -1028,7 +1028,7 @@ impl Worker {
         for (local, slot) in self.replies.iter_mut().enumerate() {
             if let Some(p) = slot.take() {
                 self.conns.send(
-                    p.conn,
+                    p.entry,
                     p.slot,
                     Response::plain(p.response_mti, ResponseCode::SystemMalfunction),
                 );
@@ -1061,7 +1061,7 @@ impl Worker {
         match self.replies.get_mut(local as usize).and_then(Option::take) {
             Some(p) => {
                 self.free.push(local);
-                self.conns.send(p.conn, p.slot, response);
+                self.conns.send(p.entry, p.slot, response);
             }
             // Already answered 96 after a journal failure.
             None if self.broken || self.shared.failed.load(Ordering::Relaxed) => {}
@@ -1372,14 +1372,16 @@ mod tests {
     /// or undeliverable batch leaves the count as it was.
     #[test]
     fn a_shard_queue_holds_its_capacity_in_requests() {
-        let (tx0, rx0) = channel::bounded(16);
-        let (tx1, rx1) = channel::bounded(16);
-        let set = ShardSet {
-            jobs: vec![tx0, tx1].into(),
-            queued: (0..2).map(|_| AtomicUsize::new(0)).collect(),
+        // A set over these shard queues, holding 4 requests each.
+        let over = |jobs: Vec<Sender<Batch>>| ShardSet {
+            queued: jobs.iter().map(|_| AtomicUsize::new(0)).collect(),
+            jobs: jobs.into(),
             capacity: 4,
             failed: Arc::new(AtomicBool::new(false)),
         };
+        let (tx0, rx0) = channel::bounded(16);
+        let (tx1, rx1) = channel::bounded(16);
+        let set = over(vec![tx0, tx1]);
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let batch = |n: u32| Batch {
             conn: 1,
@@ -1404,12 +1406,7 @@ mod tests {
         drop(rx0);
         drop(rx1);
         let (tx2, _) = channel::bounded(16);
-        let stopped = ShardSet {
-            jobs: vec![tx2].into(),
-            queued: (0..1).map(|_| AtomicUsize::new(0)).collect(),
-            capacity: 4,
-            failed: Arc::new(AtomicBool::new(false)),
-        };
+        let stopped = over(vec![tx2]);
         assert!(matches!(
             stopped.submit_batch(0, batch(2)),
             Err(Rejected::Stopped(_))
